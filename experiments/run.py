@@ -1,0 +1,188 @@
+"""The entry point: ``python -m experiments.run --config=configs/<x>.py --workdir=<dir>``.
+
+The config is an ml_collections file with ``get_config(arg=None)``; it is locked,
+so ``--config.a.b=v`` can change a field but a misspelt field is an error.
+``--config=file.py:arg`` passes ``arg`` to ``get_config`` (presets).
+``config.experiment`` names the driver: a module ``experiments/<name>.py`` (or a
+dotted module path) with ``run(config, workdir)``.
+
+Multi-process launches (TPU pod slices, SLURM, or explicit coordinator flags)
+call ``jax.distributed.initialize`` before anything touches a device.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import pkgutil
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for a multi-process run."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in such a run.")
+
+EXPERIMENTS_DIR = os.path.dirname(os.path.abspath(__file__))
+NOT_DRIVERS = {"run", "__init__"}
+
+
+class UsageError(Exception):
+    """A mistake in the command line; printed as one line."""
+
+
+def available_experiments() -> list[str]:
+    return sorted(
+        m.name for m in pkgutil.iter_modules([EXPERIMENTS_DIR]) if m.name not in NOT_DRIVERS
+    )
+
+
+def load_driver(name: str):
+    """The module that runs `config.experiment`, or a UsageError listing the valid names."""
+    module_name = name if "." in name else f"experiments.{name}"
+    if "." not in name and name not in available_experiments():
+        raise UsageError(
+            f"unknown experiment {name!r} (config.experiment); valid: "
+            + ", ".join(available_experiments())
+        )
+    if importlib.util.find_spec(module_name.rsplit(".", 1)[0]) is None:
+        raise UsageError(f"experiment module {module_name!r} not found")
+    module = importlib.import_module(module_name)
+    if not hasattr(module, "run"):
+        raise UsageError(f"experiment module {module_name!r} has no run(config, workdir)")
+    return module
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1].split(":", 1)[0]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1].split(":", 1)[0]
+    return None
+
+
+def _load_config_for_check(path: str, argv: list[str]):
+    spec = importlib.util.spec_from_file_location("_rlhf_jax_config_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    arg = None
+    for a in argv:
+        if a.startswith("--config=") and ":" in a.split("=", 1)[1]:
+            arg = a.split("=", 1)[1].split(":", 1)[1]
+    return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def check_command_line(argv: list[str]) -> None:
+    """One-line errors for the common mistakes, before absl prints its own."""
+    path = _config_path(argv)
+    if path is None:
+        raise UsageError("missing --config=configs/<name>.py; configs live under configs/")
+    if not os.path.isfile(path):
+        here = os.path.dirname(path) or "."
+        choices = sorted(f for f in os.listdir(here) if f.endswith(".py")) if os.path.isdir(
+            here) else []
+        hint = f"; files in {here}/: {', '.join(choices)}" if choices else ""
+        raise UsageError(f"config file not found: {path}{hint}")
+    config = _load_config_for_check(path, argv)
+    for arg in argv:
+        if not arg.startswith("--config."):
+            continue
+        field = arg[len("--config."):].split("=", 1)[0]
+        node, walked = config, []
+        for part in field.split("."):
+            keys = list(node.keys()) if hasattr(node, "keys") else []
+            if part not in keys:
+                where = "config" + "".join(f".{w}" for w in walked)
+                raise UsageError(
+                    f"unknown config field {'config.' + field!r}: {where} has no {part!r}; "
+                    f"valid: {', '.join(sorted(keys))}"
+                )
+            node, walked = node[part], walked + [part]
+    if "experiment" not in config:
+        raise UsageError(f"{path}: get_config() must set config.experiment")
+    load_driver(config.experiment)
+
+
+def maybe_initialize_distributed() -> None:
+    """Initialises jax.distributed for multi-process launches; single-process runs skip it."""
+    import jax  # noqa: PLC0415  (after flags, before any device use)
+
+    if _COORDINATOR.value or _NUM_PROCESSES.value:
+        if not (_COORDINATOR.value and _NUM_PROCESSES.value and _PROCESS_ID.value is not None):
+            raise UsageError(
+                "--coordinator_address, --num_processes and --process_id go together"
+            )
+        jax.distributed.initialize(
+            coordinator_address=_COORDINATOR.value,
+            num_processes=_NUM_PROCESSES.value,
+            process_id=_PROCESS_ID.value,
+        )
+        return
+    env = os.environ
+    slurm = int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_STEP_NODELIST" in env
+    tpu_pod = len(env.get("TPU_WORKER_HOSTNAMES", "").split(",")) > 1
+    if slurm or tpu_pod:
+        jax.distributed.initialize()  # cluster environment auto-detected
+
+
+def write_config(config, workdir: str) -> str:
+    path = os.path.join(workdir, "config.json")
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    json.loads(text)  # the file must be valid JSON for tools that read it
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    return path
+
+
+def main(argv):
+    del argv
+    import jax  # noqa: PLC0415
+    from absl import logging  # noqa: PLC0415
+
+    if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+
+    if not _WORKDIR.value:
+        raise UsageError("missing --workdir=<dir> (where checkpoints and metrics go)")
+    maybe_initialize_distributed()
+    config = _CONFIG.value
+    workdir = os.path.abspath(_WORKDIR.value)
+    driver = load_driver(config.experiment)
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        write_config(config, workdir)
+        print(
+            f"experiment {config.experiment}: workdir {workdir} "
+            f"(config.json, metrics.jsonl, tensorboard/, checkpoints/); "
+            f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
+            f"[{jax.devices()[0].platform}]",
+            flush=True,
+        )
+    driver.run(config, workdir)
+
+
+def cli(argv=None) -> int:
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        check_command_line(argv[1:])
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        app.run(main, argv=argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,72 @@
+"""The training loop shared by every experiment driver.
+
+It owns the order of things that make runs resumable: one step, then metrics
+at log steps (the only place device values are fetched), evaluation, then the
+checkpoint decision, and on SIGTERM a checkpoint and a clean exit with status
+143 so a wrapper script can tell preemption from failure.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rlhf_jax.checkpoint import SIGTERM_EXIT_CODE, Checkpointer
+from rlhf_jax.metrics import MetricWriter, Progress
+
+StepFn = Callable[[Any, int], tuple[Any, Mapping[str, Any]]]
+
+
+def run_loop(
+    *,
+    state: Any,
+    start_step: int,
+    total_steps: int,
+    step_fn: StepFn,
+    checkpointer: Checkpointer,
+    writer: MetricWriter,
+    to_checkpoint: Callable[[Any], Mapping[str, Any]],
+    meta_fn: Callable[[Any, int], Mapping[str, Any]] | None = None,
+    log_every: int = 10,
+    eval_every: int = 0,
+    eval_fn: Callable[[Any, int], Mapping[str, Any]] | None = None,
+    desc: str = "train",
+) -> Any:
+    """Runs steps start_step+1 .. total_steps; returns the final state.
+
+    `step_fn(state, step)` performs step number `step` (1-based). The state saved at
+    step s is the state after s steps. `to_checkpoint(state)` gives the dict of
+    pytrees to save, `meta_fn(state, step)` the JSON-able host values (e.g. data
+    position). Evaluation runs at eval steps and at the end.
+    """
+    progress = Progress(total_steps, start_step=start_step, desc=desc)
+    meta_fn = meta_fn or (lambda s, i: {})
+
+    def save(state, step, final=False):
+        meta = meta_fn(state, step)
+        return checkpointer.maybe_save(step, to_checkpoint(state), meta, final=final)
+
+    for step in range(start_step + 1, total_steps + 1):
+        state, metrics = step_fn(state, step)
+        is_last = step == total_steps
+        record = {}
+        if step % log_every == 0 or is_last:
+            record.update(metrics)
+        if eval_fn is not None and ((eval_every and step % eval_every == 0) or is_last):
+            record.update(eval_fn(state, step))
+        if record:
+            record = writer.write(step, record)
+        progress.update(step, record or None)
+        save(state, step, final=is_last)
+        if checkpointer.stop_requested:
+            save(state, step, final=True)
+            print(
+                f"\nSIGTERM: checkpoint saved at step {step}; rerun the same command to resume.",
+                file=sys.stderr,
+                flush=True,
+            )
+            checkpointer.close()
+            writer.close()
+            sys.exit(SIGTERM_EXIT_CODE)
+    return state
