@@ -1,0 +1,158 @@
+"""Language-model training state and steps, shared by pretraining and SFT.
+
+Both phases minimise next-token cross-entropy on the tokens a batch marks in
+``loss_mask``: every token but a document's first in pretraining, the response
+tokens (and EOS) in SFT. A batch is ``{"tokens", "segment_ids", "loss_mask"}``
+(see rlhf_jax/data/batching.py); ``segment_ids`` 0 marks padding, and packed
+rows carry several segments that cannot attend to each other.
+
+Gradient accumulation splits the batch into microbatches inside the step
+(``lax.scan``) and divides summed losses by the token count of the whole batch,
+so an accumulated step equals the full-batch step up to float rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from rlhf_jax import losses, models, sharding
+from rlhf_jax.models.transformer import Transformer
+from rlhf_jax.train import optim
+
+
+def abstract_model(cfg: models.ModelConfig):
+    """(graphdef, abstract params) without allocating any parameter."""
+    module = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(params=0)))
+    return nnx.split(module)
+
+
+def lm_sums(graphdef, params, batch) -> tuple[jax.Array, jax.Array]:
+    """(summed token NLL, number of target tokens) of one batch."""
+    tokens, segments = batch["tokens"], batch["segment_ids"]
+    logits = models.forward(graphdef, params, tokens, segments > 0, segment_ids=segments)
+    return losses.lm_loss(logits[:, :-1], tokens[:, 1:], batch["loss_mask"][:, 1:])
+
+
+@dataclasses.dataclass
+class LMTrainer:
+    """Everything static about LM training: model graph, optimiser, shardings."""
+
+    graphdef: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    mesh: jax.sharding.Mesh
+    state_shardings: Any
+    accumulation_steps: int
+    abstract: Any  # ShapeDtypeStructs of the state
+    init_fn: Any  # jitted rng -> state, born sharded
+
+    def abstract_state(self):
+        """The state's ShapeDtypeStructs with shardings: the restore target."""
+        return jax.tree.map(
+            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+            self.abstract,
+            self.state_shardings,
+        )
+
+    def init_state(self, rng):
+        """A fresh state, born sharded."""
+        return self.init_fn(rng)
+
+
+def make_trainer(model_cfg, optim_cfg, total_steps: int, mesh, rules) -> LMTrainer:
+    """Builds the static parts of LM training for `total_steps` optimiser updates."""
+    cfg = models.ModelConfig.from_config(model_cfg)
+    accumulation = int(optim_cfg.accumulation_steps)
+    one_step = optim_cfg.copy_and_resolve_references()
+    with one_step.unlocked():
+        one_step.accumulation_steps = 1  # accumulation happens inside train_step
+    tx = optim.make_optimizer(one_step, total_steps)
+    graphdef, _ = abstract_model(cfg)
+
+    def init(rng):
+        _, params = models.init(cfg, rng)
+        return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+    abstract = jax.eval_shape(init, jax.random.key(0))
+    shardings = sharding.state_shardings(abstract, mesh, rules)
+    return LMTrainer(
+        graphdef=graphdef,
+        tx=tx,
+        schedule=optim.make_schedule(one_step, total_steps),
+        mesh=mesh,
+        state_shardings=shardings,
+        accumulation_steps=accumulation,
+        abstract=abstract,
+        init_fn=jax.jit(init, out_shardings=shardings),
+    )
+
+
+def global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+
+
+def _split_microbatches(batch, k):
+    return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
+
+
+def make_train_step(trainer: LMTrainer):
+    """jit(step(state, batch) -> (state, metrics)), state donated."""
+    graphdef, tx, k = trainer.graphdef, trainer.tx, trainer.accumulation_steps
+
+    def grads_of(params, batch, total):
+        def f(p):
+            s, n = lm_sums(graphdef, p, batch)
+            return s / total, (s, n)
+
+        (_, (s, n)), g = jax.value_and_grad(f, has_aux=True)(params)
+        return g, s, n
+
+    def step(state, batch):
+        params = state["params"]
+        total = jnp.maximum(jnp.sum(batch["loss_mask"][:, 1:]), 1.0)
+        if k == 1:
+            grads, loss_sum, count = grads_of(params, batch, total)
+        else:
+            def body(carry, mb):
+                g, s, n = grads_of(params, mb, total)
+                return jax.tree.map(jnp.add, carry, (g, s, n)), None
+
+            zero = (jax.tree.map(jnp.zeros_like, params), jnp.zeros(()), jnp.zeros(()))
+            (grads, loss_sum, count), _ = jax.lax.scan(body, zero, _split_microbatches(batch, k))
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new = {
+            "params": optax.apply_updates(params, updates),
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+        }
+        metrics = {
+            "train/loss": loss_sum / jnp.maximum(count, 1.0),
+            "train/grad_norm": global_norm(grads),
+            "train/learning_rate": trainer.schedule(state["step"]),
+            "train/tokens": count,
+        }
+        return new, metrics
+
+    data = sharding.batch_sharding(trainer.mesh)
+    return jax.jit(
+        step,
+        in_shardings=(trainer.state_shardings, data),
+        out_shardings=(trainer.state_shardings, None),
+        donate_argnums=0,
+    )
+
+
+def make_eval_step(trainer: LMTrainer):
+    """jit(eval(params, batch) -> (loss_sum, count)): sums, so batches combine exactly."""
+    graphdef = trainer.graphdef
+    data = sharding.batch_sharding(trainer.mesh)
+    return jax.jit(
+        lambda params, batch: lm_sums(graphdef, params, batch),
+        in_shardings=(trainer.state_shardings["params"], data),
+    )

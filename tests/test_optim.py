@@ -1,0 +1,175 @@
+"""rlhf_jax.train.optim: schedule values, errors, accumulation and the weight-decay mask."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from rlhf_jax.train import optim
+
+
+def _cfg(**overrides):
+    cfg = optim.default_optim_config()
+    cfg.update(overrides)
+    return cfg
+
+
+def test_default_config_fields():
+    cfg = optim.default_optim_config()
+    assert cfg.learning_rate == 3e-4 and cfg.warmup_steps == 100 and cfg.schedule == "cosine"
+    assert (cfg.b1, cfg.b2, cfg.eps, cfg.grad_clip) == (0.9, 0.95, 1e-8, 1.0)
+    assert (cfg.weight_decay, cfg.end_lr_fraction, cfg.accumulation_steps) == (0.01, 0.0, 1)
+
+
+@pytest.mark.parametrize(
+    "kind,quarter",
+    [
+        ("cosine", 1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi / 4))),
+        ("linear", 1e-3 - 0.9e-3 * 0.25),
+        ("constant", 1e-3),
+    ],
+)
+def test_schedule_values(kind, quarter):
+    cfg = _cfg(learning_rate=1e-3, warmup_steps=10, schedule=kind, end_lr_fraction=0.1)
+    sched = optim.make_schedule(cfg, total_steps=110)
+    # 100 decay steps after warmup: the quarter is step 35, the midpoint step 60.
+    end = 1e-3 if kind == "constant" else 1e-4
+    mid = 1e-3 if kind == "constant" else 5.5e-4
+    for step, expected in [
+        (0, 0.0),
+        (5, 5e-4),
+        (10, 1e-3),
+        (35, quarter),
+        (60, mid),
+        (110, end),
+        (500, end),
+    ]:
+        assert math.isclose(float(sched(step)), expected, rel_tol=1e-5, abs_tol=1e-9), step
+
+
+def test_schedule_without_warmup_starts_at_peak():
+    sched = optim.make_schedule(_cfg(learning_rate=2e-3, warmup_steps=0), total_steps=10)
+    assert math.isclose(float(sched(0)), 2e-3, rel_tol=1e-6)
+    assert math.isclose(float(sched(10)), 0.0, abs_tol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "overrides,total,message",
+    [
+        (
+            {"schedule": "exp"},
+            10,
+            r"'schedule' is 'exp'; expected one of \['cosine', 'linear', 'constant'\]",
+        ),
+        ({}, 0, r"total_steps must be at least 1, got 0"),
+        (
+            {"warmup_steps": 20},
+            10,
+            r"'warmup_steps' is 20; expected an integer between 0 and "
+            r"total_steps \(10\)",
+        ),
+        ({"end_lr_fraction": 1.5}, 10, r"'end_lr_fraction' is 1.5; expected a value in \[0, 1\]"),
+        ({"accumulation_steps": 0}, 10, r"'accumulation_steps' is 0; expected an integer >= 1"),
+    ],
+)
+def test_config_errors(overrides, total, message):
+    with pytest.raises(ValueError, match=message):
+        optim.make_optimizer(_cfg(**{"warmup_steps": 0, **overrides}), total)
+
+
+def _linear_loss(params, x, y):
+    pred = x @ params["dense"]["kernel"] + params["dense"]["bias"]  # [N, 2]
+    return jnp.mean(jnp.square(pred - y))
+
+
+def test_accumulation_equals_full_batch_and_hand_adamw():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(8, 2)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+    params = {"dense": {"kernel": kernel, "bias": jnp.zeros(2)}}
+    # A large eps makes Adam's first step depend on the gradient's scale, so clipping shows.
+    base = dict(learning_rate=0.1, warmup_steps=0, schedule="constant", grad_clip=0.5, eps=1.0)
+    grad_fn = jax.grad(_linear_loss)
+
+    full = optim.make_optimizer(_cfg(**base), total_steps=10)
+    full_state = full.init(params)
+    g = grad_fn(params, x, y)
+    norm = float(optax.tree.norm(g))
+    assert norm > 0.5  # the clip is active
+    upd, full_state = full.update(g, full_state, params)
+    p_full = optax.apply_updates(params, upd)
+
+    # First AdamW step by hand: m_hat = g, v_hat = g^2; decay (0.01) on the kernel only.
+    g_c = jax.tree_util.tree_map(lambda t: t * 0.5 / norm, g)["dense"]
+    step = lambda grad: 0.1 * grad / (jnp.abs(grad) + 1.0)
+    np.testing.assert_allclose(
+        p_full["dense"]["kernel"], kernel - step(g_c["kernel"]) - 0.1 * 0.01 * kernel, atol=1e-6
+    )
+    np.testing.assert_allclose(p_full["dense"]["bias"], -step(g_c["bias"]), atol=1e-6)
+
+    # A second full-batch step, so the comparison also covers Adam's moment updates.
+    upd, _ = full.update(grad_fn(p_full, x, y), full_state, p_full)
+    p_full2 = optax.apply_updates(p_full, upd)
+
+    accum = optim.make_optimizer(_cfg(**base, accumulation_steps=2), total_steps=10)
+    state = accum.init(params)
+    p = params
+    for i, half in enumerate([slice(0, 4), slice(4, 8)] * 2):
+        before = p
+        upd, state = accum.update(grad_fn(p, x[half], y[half]), state, p)
+        p = optax.apply_updates(p, upd)
+        if i % 2 == 0:  # no update until the second microbatch
+            jax.tree_util.tree_map(np.testing.assert_array_equal, p, before)
+        if i == 1:
+            jax.tree_util.tree_map(
+                lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), p, p_full
+            )
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), p, p_full2)
+
+
+class _Tiny(nnx.Module):
+    def __init__(self, rngs):
+        self.dense = nnx.Linear(3, 4, rngs=rngs)
+        self.final_norm = nnx.RMSNorm(4, rngs=rngs)
+
+
+def test_decay_mask_leaves_vectors_and_norms_undecayed():
+    _, params = nnx.split(_Tiny(nnx.Rngs(0)), nnx.Param)
+    mask = nnx.to_pure_dict(optim.decay_mask(params))
+    assert mask == {"dense": {"kernel": True, "bias": False}, "final_norm": {"scale": False}}
+    # Layers stacked on a leading axis: the norm scale and bias are 2-D but still not decayed.
+    stacked = {
+        "layers": {
+            "attn_norm": {"scale": jnp.ones((2, 4))},
+            "final_norm": {"weight": jnp.ones((2, 4))},
+            "mlp": {"bias": jnp.ones((2, 4)), "kernel": jnp.ones((2, 4, 4))},
+        }
+    }
+    assert optim.decay_mask(stacked) == {
+        "layers": {
+            "attn_norm": {"scale": False},
+            "final_norm": {"weight": False},
+            "mlp": {"bias": False, "kernel": True},
+        }
+    }
+
+    # With zero gradients Adam moves nothing, so only decay acts: kernel *= 1 - lr * wd.
+    opt = optim.make_optimizer(
+        _cfg(learning_rate=0.1, warmup_steps=0, weight_decay=0.5, schedule="constant"),
+        total_steps=5,
+    )
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    upd, _ = opt.update(zeros, opt.init(params), params)
+    new = optax.apply_updates(params, upd)
+    np.testing.assert_allclose(
+        new["dense"]["kernel"][...], params["dense"]["kernel"][...] * 0.95, rtol=1e-6
+    )
+    np.testing.assert_array_equal(new["dense"]["bias"][...], params["dense"]["bias"][...])
+    np.testing.assert_array_equal(
+        new["final_norm"]["scale"][...], params["final_norm"]["scale"][...]
+    )
