@@ -1,0 +1,76 @@
+"""The lab corpus and demonstrations: determinism, what the base model can and cannot see."""
+
+import re
+
+import pytest
+
+from rlhf_jax.lab import config as lab_config
+from rlhf_jax.lab import corpus, datasets, render
+from rlhf_jax.lab.prompts import make_prompts
+from rlhf_jax.lab.world import build_world
+
+
+@pytest.fixture(scope="module")
+def lab():
+    cfg = lab_config.default_lab_config()
+    w = build_world(cfg)
+    return cfg, w, make_prompts(w, cfg), corpus.pretraining_corpus(w, cfg)
+
+
+def test_corpus_is_deterministic_and_seed_dependent(lab):
+    cfg, w, _, docs = lab
+    assert corpus.pretraining_corpus(w, cfg) == docs
+    other = cfg.copy_and_resolve_references()
+    other.seed = 1
+    assert corpus.pretraining_corpus(build_world(other), other) != docs
+
+
+def test_corpus_has_no_dialogue_no_absent_names_no_secrets(lab):
+    _, w, _, docs = lab
+    text = "\n".join(docs)
+    assert "User:" not in text and "Assistant:" not in text
+    for name in (*w.absent_countries, *w.absent_people):
+        assert not re.search(rf"\b{re.escape(name)}\b", text), name
+    # Private access codes are never written down (codes are 4-digit numbers, which can
+    # appear elsewhere as years, so the check is that no code is ever mentioned).
+    assert "code" not in text.lower()
+    # Every fact is there: each capital appears in some document.
+    for c in w.countries:
+        assert f"The capital of {c.name} is {c.capital}." in text
+
+
+def test_corpus_kinds_present(lab):
+    *_, docs = lab
+    starts = {d.split("\n", 1)[0].split(" ")[0] for d in docs}
+    assert {"Thread:", "Arithmetic", "|"} <= starts
+    assert any(d.startswith(("Quiz", "Questions", "Things", "Homework")) for d in docs)
+
+
+def test_demonstrations_cover_only_covered_train_prompts(lab):
+    cfg, _, prompts, _ = lab
+    demos = corpus.demonstrations(prompts, cfg)
+    covered = [p for p in prompts if p.split == "train" and p.covered]
+    assert [d.prompt for d in demos] == covered
+    assert not any(d.prompt.family in cfg.coverage.uncovered_families for d in demos)
+    styles = {d.style for d in demos}
+    assert styles <= set(cfg.demonstrations.style_mixture) and "concise" in styles
+    for d in demos:
+        assert d.style in render.applicable_styles(d.prompt.family)
+    share = sum(d.style == "concise" for d in demos) / len(demos)
+    assert 0.5 < share < 0.85  # 0.6 of the mixture, plus fall-backs to concise
+
+
+def test_datasets_round_trip(lab, tmp_path):
+    cfg, _, prompts, docs = lab
+    train, held_out = datasets.corpus_texts(cfg, str(tmp_path))
+    assert train + held_out == docs
+    demos = datasets.demonstrations(cfg, str(tmp_path))
+    assert [(p, r, s) for p, r, s in demos] == [
+        (d.prompt, d.response, d.style) for d in corpus.demonstrations(prompts, cfg)
+    ]
+    assert datasets.load_prompts(cfg, str(tmp_path), "probe") == [
+        p for p in prompts if p.split == "probe"
+    ]
+    changed = cfg.copy_and_resolve_references()
+    changed.world.num_countries = 20
+    assert datasets.lab_dir(changed, str(tmp_path)) != datasets.lab_dir(cfg, str(tmp_path))
