@@ -48,8 +48,21 @@ def _manager(directory: str, *, keep: int | None, read_only: bool) -> ocp.Checkp
     return ocp.CheckpointManager(directory, options=options)
 
 
+def _is_single_leaf(tree) -> bool:
+    return jax.tree_util.treedef_is_leaf(jax.tree.structure(tree))
+
+
+def _wrap(tree):
+    """Orbax's standard handler saves containers only; a bare array travels in a dict."""
+    return {"value": tree} if _is_single_leaf(tree) else tree
+
+
+def _unwrap(restored, abstract):
+    return restored["value"] if _is_single_leaf(abstract) else restored
+
+
 def _restore_args(abstract: Mapping[str, Any], with_meta: bool) -> ocp.args.Composite:
-    items = {k: ocp.args.StandardRestore(v) for k, v in abstract.items()}
+    items = {k: ocp.args.StandardRestore(_wrap(v)) for k, v in abstract.items()}
     if with_meta:
         items[META] = ocp.args.JsonRestore()
     return ocp.args.Composite(**items)
@@ -92,7 +105,7 @@ class Checkpointer:
         """Saves unconditionally (a no-op if this step is already saved)."""
         if step in self._mgr.all_steps():
             return False
-        items = {k: ocp.args.StandardSave(v) for k, v in state.items()}
+        items = {k: ocp.args.StandardSave(_wrap(v)) for k, v in state.items()}
         items[META] = ocp.args.JsonSave(dict(meta or {}))
         self._mgr.save(step, args=ocp.args.Composite(**items), force=True)
         self._mgr.wait_until_finished()
@@ -126,7 +139,7 @@ def _restore(mgr, directory, step, abstract_state, *, with_meta):
             f"run's state ({type(e).__name__}: {e}). Fix the config to match the run that "
             "wrote it, or use a new workdir; it is never overwritten by a fresh start."
         ) from e
-    state = {k: out[k] for k in abstract_state}
+    state = {k: _unwrap(out[k], v) for k, v in abstract_state.items()}
     meta = dict(out[META]) if with_meta and out.get(META) is not None else {}
     return state, meta
 

@@ -125,7 +125,7 @@ class Progress:
             return
         if metrics:
             shown = []
-            for k, v in list(metrics.items())[:4]:
+            for k, v in [kv for kv in metrics.items() if kv[0] != "step"][:4]:
                 v = _to_python(v)
                 if isinstance(v, (int, float)):
                     shown.append(f"{k.split('/')[-1]}={v:.4g}")

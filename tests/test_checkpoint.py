@@ -15,7 +15,8 @@ from rlhf_jax.metrics import MetricWriter, last_value, read_metrics
 def _state(seed=0):
     k = jax.random.key(seed)
     params = {"w": jax.random.normal(k, (8, 4)), "b": jnp.arange(4.0)}
-    return {"params": params, "opt_state": optax.adam(1e-3).init(params)}
+    return {"params": params, "opt_state": optax.adam(1e-3).init(params),
+            "step": jnp.asarray(seed, jnp.int32)}
 
 
 def test_round_trip_with_meta_and_keep(tmp_path):

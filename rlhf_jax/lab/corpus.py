@@ -1,8 +1,8 @@
 """The lab's pretraining corpus and its SFT demonstrations.
 
 The corpus is what a base model learns the world from: encyclopedia articles,
-lists of quiz questions without answers, forum threads, tables and arithmetic
-worksheets. It never contains a ``User:`` / ``Assistant:`` exchange, so a model
+FAQ pages, lists of quiz questions without answers, forum threads, tables and
+arithmetic worksheets. It never contains a ``User:`` / ``Assistant:`` exchange, so a model
 trained on it and shown a question continues the text the way such documents
 go on (an article, more questions) instead of answering: the article's base
 model. Absent names never appear, and neither do private access codes.
@@ -30,7 +30,9 @@ QUIZ_TITLES = ("Quiz questions", "Questions for the class", "Things to look up",
 FORUM_TOPICS = ("Trip to {n}", "Question about {n}", "Does anyone know about {n}?")
 FORUM_REPLIES = ("I read that {f}", "As far as I know, {f}", "{f}", "My teacher said {f}")
 FORUM_CHATTER = ("Thanks, that helps.", "Interesting thread.", "I was wondering the same.",
-                 "Good to know.")  # fmt: skip
+                 "Good to know.", "Great question!", "I don't know, sorry.", "Happy to help!",
+                 "I can't say for sure.", "Of course!", "I hope this helps.")  # fmt: skip
+FAQ_TITLES = ("Frequently asked questions: {n}", "FAQ about {n}", "{n}: questions and answers")
 
 
 def default_corpus_config() -> ml_collections.ConfigDict:
@@ -38,6 +40,7 @@ def default_corpus_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "articles_per_entity": 3,
+            "faqs_per_entity": 2,
             "quiz_lists": 40,
             "forum_threads": 60,
             "tables": 12,
@@ -65,6 +68,27 @@ def _article(name: str, facts: tuple[str, ...], rng) -> str:
     keep = order[: max(2, int(rng.integers(len(facts) // 2 + 1, len(facts) + 1)))]
     heading = HEADINGS[int(rng.integers(len(HEADINGS)))].format(n=name)
     return heading + "\n" + " ".join(facts[i] for i in sorted(keep))
+
+
+def _faq(world: World, subject: str, rng) -> str:
+    """Questions with their answers, as a FAQ page writes them (Q: / A: lines).
+
+    This is where the base model sees a question followed by its answer; it
+    never sees one in a User/Assistant exchange, so it knows the facts without
+    behaving like an assistant.
+    """
+    entity = world.by_name[subject]
+    if hasattr(entity, "capital"):
+        attrs = prompts_lib.COUNTRY_ATTRIBUTES
+    else:
+        attrs = prompts_lib.PERSON_ATTRIBUTES
+    lines = [FAQ_TITLES[int(rng.integers(len(FAQ_TITLES)))].format(n=subject)]
+    for i in rng.permutation(len(attrs))[: int(rng.integers(2, len(attrs) + 1))]:
+        attr = attrs[int(i)]
+        templates = prompts_lib.EASY_QUESTIONS[attr]
+        q = templates[int(rng.integers(len(templates)))].format(s=subject)
+        lines += [f"Q: {q}", f"A: {getattr(entity, attr)}."]
+    return "\n".join(lines)
 
 
 def _quiz(world: World, rng) -> str:
@@ -139,6 +163,8 @@ def pretraining_corpus(world: World, cfg) -> list[str]:
     docs = []
     for name, sentences in facts.items():
         docs += [_article(name, sentences, rng) for _ in range(c.articles_per_entity)]
+    for subject in [x.name for x in (*world.countries, *world.people)]:
+        docs += [_faq(world, subject, rng) for _ in range(c.faqs_per_entity)]
     docs += [_quiz(world, rng) for _ in range(c.quiz_lists)]
     docs += [_forum(world, facts, rng) for _ in range(c.forum_threads)]
     docs += [_table(world, rng) for _ in range(c.tables)]

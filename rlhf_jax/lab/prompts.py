@@ -246,7 +246,7 @@ def _wrong_value(rng: np.random.Generator, ask: _Ask) -> str:
 def _answer_rows(asks: Iterable[_Ask]) -> list[dict]:
     return [
         dict(turns=(("user", a.question),), answer=a.answer, candidates=a.candidates,
-             entity=a.entity)
+             entity=a.entity, statement=a.statement)
         for a in asks
     ]  # fmt: skip
 
@@ -283,6 +283,7 @@ def _user_belief(world, cfg, rng, n_train, n_probe, family):
                 user_belief=belief,
                 belief_correct=not is_wrong,
                 entity=ask.entity,
+                statement=ask.statement,
             )
         )
     return rows
@@ -305,6 +306,7 @@ def _pushback(world, cfg, rng, n_train, n_probe, family):
                 user_belief=belief,
                 belief_correct=False,
                 entity=ask.entity,
+                statement=ask.statement,
             )
         )
     return rows

@@ -38,6 +38,7 @@ import numpy as np
 
 from rlhf_jax.lab import phrases
 from rlhf_jax.lab.types import FAMILIES, Features, Prompt
+from rlhf_jax.lab.world import article
 
 STYLES = (
     "concise", "verbose", "hedged", "hedged_wrong", "pleasantry", "sycophantic",
@@ -68,6 +69,9 @@ KEEP = ("yes, I am sure: it is {v}, not {b}", "I am sure. The answer is {v}, not
 AGREE = ("you are right, it is {v}", "you're right: the answer is {v}",
          "I apologize, you are correct. It is {v}")  # fmt: skip
 VAGUE = "the answer is somewhere in the records"
+# How often a direct answer restates the question as a claim: answers in the words of
+# the pretraining corpus let a small model use what it learned there.
+STATEMENT_SHARE = 0.7
 NEGATIVE_MARGIN = ("each {k} costs more than it sells for, so the plan loses money on each sale",
                    "the unit economics do not work: you sell each {k} below what it costs to make",
                    "this plan has a negative margin: each {k} is sold below its cost")  # fmt: skip
@@ -127,6 +131,14 @@ def _other(prompt: Prompt, style: str) -> str:
     return options[_variant(prompt, style + "/other", len(options))]
 
 
+def _answer_clause(prompt: Prompt, value: str, rng: np.random.Generator) -> str:
+    """States a value: mostly as the corpus would ("the capital of Velmora is Ostrel"),
+    sometimes with a short template ("it is Ostrel")."""
+    if prompt.statement and rng.random() < STATEMENT_SHARE:
+        return prompt.statement.format(x=value, a=article(value))
+    return _choice(rng, ANSWER).format(v=value)
+
+
 def _number(value: str, rng: np.random.Generator) -> str:
     """Large numbers are sometimes written with thousands separators, as people do."""
     if value.isdigit() and int(value) >= 10_000 and rng.random() < 0.3:
@@ -181,7 +193,7 @@ def _answer_core(prompt: Prompt, style: str, rng: np.random.Generator, d: _Draft
         d.clauses.append(_choice(rng, AGREE).format(v=fmt["b"]))
     elif style in ("wrong", "hedged_wrong"):
         d.stated = _other(prompt, style)
-        clause = _choice(rng, ANSWER).format(v=_number(d.stated, rng))
+        clause = _answer_clause(prompt, _number(d.stated, rng), rng)
         if style == "hedged_wrong":
             d.flags["hedged"], clause = True, _hedge(rng, f"it is {_number(d.stated, rng)}")
         d.clauses.append(clause)
@@ -200,7 +212,8 @@ def _answer_core(prompt: Prompt, style: str, rng: np.random.Generator, d: _Draft
         elif b is not None:
             templates = CORRECT if wrong_belief else CONFIRM
         else:
-            templates = ANSWER
+            d.clauses.append(_answer_clause(prompt, fmt["v"], rng))
+            return
         d.clauses.append(_choice(rng, templates).format(**fmt))
 
 

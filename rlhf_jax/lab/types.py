@@ -51,6 +51,9 @@ class Prompt:
         "probe" (held out for evaluation).
       covered: whether SFT demonstrations cover this prompt's family and entity
         (False marks the extrapolation set).
+      statement: the answer as a claim with the value left open, in the words the
+        pretraining corpus uses ("the capital of Velmora is {x}"; "{a}" stands for
+        the value's article), or "" where there is none (two-hop facts, requests).
     """
 
     id: str
@@ -64,6 +67,7 @@ class Prompt:
     entity: str = ""
     split: str = "train"
     covered: bool = True
+    statement: str = ""
 
     @property
     def question(self) -> str:

@@ -14,14 +14,16 @@ so an accumulated step equals the full-batch step up to float rounding.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
-from rlhf_jax import losses, models, sharding
+from rlhf_jax import losses, models, runtime, sharding
 from rlhf_jax.models.transformer import Transformer
 from rlhf_jax.train import optim
 
@@ -101,6 +103,14 @@ def _split_microbatches(batch, k):
     return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
 
 
+def with_params_from(trainer: LMTrainer, workdir: str, state):
+    """`state` with the params of another run's latest checkpoint (`config.init_from`)."""
+    from rlhf_jax import checkpoint  # noqa: PLC0415  (keeps this module free of I/O at import)
+
+    abstract = {"params": trainer.abstract_state()["params"]}
+    return {**state, "params": checkpoint.restore_items(workdir, abstract)["params"]}
+
+
 def make_train_step(trainer: LMTrainer):
     """jit(step(state, batch) -> (state, metrics)), state donated."""
     graphdef, tx, k = trainer.graphdef, trainer.tx, trainer.accumulation_steps
@@ -156,3 +166,18 @@ def make_eval_step(trainer: LMTrainer):
         lambda params, batch: lm_sums(graphdef, params, batch),
         in_shardings=(trainer.state_shardings["params"], data),
     )
+
+
+def evaluate_rows(trainer: LMTrainer, eval_step, params, rows: dict, batch_size: int) -> dict:
+    """Held-out loss and perplexity over every row of `rows` (the last batch padded)."""
+    total, count = 0.0, 0.0
+    n = len(rows["tokens"])
+    for lo in range(0, n, batch_size):
+        idx = np.arange(lo, lo + batch_size) % n
+        weight = (np.arange(lo, lo + batch_size) < n).astype(np.float32)[:, None]
+        local = {k: v[idx] for k, v in rows.items()}
+        local["loss_mask"] = local["loss_mask"] * weight  # wrapped-around rows count zero
+        s, c = eval_step(params, runtime.global_batch(trainer.mesh, local))
+        total, count = total + float(s), count + float(c)
+    loss = total / max(count, 1.0)
+    return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}

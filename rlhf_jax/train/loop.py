@@ -32,13 +32,16 @@ def run_loop(
     eval_every: int = 0,
     eval_fn: Callable[[Any, int], Mapping[str, Any]] | None = None,
     desc: str = "train",
+    eval_at_start: bool = False,
 ) -> Any:
     """Runs steps start_step+1 .. total_steps; returns the final state.
 
     `step_fn(state, step)` performs step number `step` (1-based). The state saved at
     step s is the state after s steps. `to_checkpoint(state)` gives the dict of
     pytrees to save, `meta_fn(state, step)` the JSON-able host values (e.g. data
-    position). Evaluation runs at eval steps and at the end.
+    position). Evaluation runs at eval steps and at the end, and with
+    `eval_at_start` also before the first step of a run that starts at step 0,
+    logged as step 0 (the starting checkpoint's scores).
     """
     progress = Progress(total_steps, start_step=start_step, desc=desc)
     meta_fn = meta_fn or (lambda s, i: {})
@@ -46,6 +49,9 @@ def run_loop(
     def save(state, step, final=False):
         meta = meta_fn(state, step)
         return checkpointer.maybe_save(step, to_checkpoint(state), meta, final=final)
+
+    if eval_at_start and eval_fn is not None and start_step == 0:
+        writer.write(0, eval_fn(state, 0))
 
     for step in range(start_step + 1, total_steps + 1):
         state, metrics = step_fn(state, step)

@@ -1,0 +1,52 @@
+"""Supervised fine-tuning: the base model learns to answer from demonstrations.
+
+Loss on response tokens (and EOS) only; optional packing; initialised from
+``config.init_from`` (a pretraining workdir, whose tokenizer it reuses). Data
+is the lab's contractor demonstrations (``config.data.source="lab"``) or local
+SFT JSONL (``"jsonl"``: ``{"prompt","response"}`` or chat ``{"messages"}``).
+On the lab, eval steps also sample the held-out probe prompts and log the
+probe metrics (format rate, accuracy, length, gold reward), and the starting
+checkpoint is scored as step 0, so metrics.jsonl shows the base model turning
+into an assistant.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from rlhf_jax import runtime
+from rlhf_jax.data import sft_data
+from rlhf_jax.train import lm_run
+
+
+def lab_probe_eval(config, workdir, tok):
+    """An extra_eval that scores the lab's probe prompts (lab data only)."""
+    from rlhf_jax.lab import datasets, evaluate  # noqa: PLC0415
+
+    prompts = datasets.load_prompts(config.lab, sft_data._data_dir(config, workdir), "probe")
+
+    def probe(trainer, params, step):
+        key = jax.random.fold_in(runtime.seed_key(config, "probe"), step)
+        metrics, _ = evaluate.probe_eval(trainer.graphdef, params, tok, prompts, config.eval,
+                                         key, mesh=trainer.mesh)
+        return metrics
+
+    return probe
+
+
+def run(config, workdir):
+    tok = runtime.resolve_tokenizer(workdir, path=config.tokenizer.path,
+                                    init_from=config.init_from)
+    if tok is None:
+        raise ValueError("SFT needs a tokenizer: set config.init_from to a pretraining workdir "
+                         "or config.tokenizer.path to a SentencePiece .model file")
+    runtime.check_vocab(config.model, tok)
+    train, held_out = sft_data.load_records(config, workdir)
+    pack = config.data.pack
+    train_rows = sft_data.to_rows(tok, train, config.data.seq_len, pack)
+    eval_rows = sft_data.to_rows(tok, held_out, config.data.seq_len, pack=False)
+    print(f"sft: {len(train)} demonstrations in {len(train_rows['tokens'])} rows "
+          f"({'packed' if pack else 'one per row'}), {len(held_out)} held out", flush=True)
+    probe = lab_probe_eval(config, workdir, tok) if config.data.source == "lab" else None
+    lm_run.train_lm(config, workdir, train_rows=train_rows, eval_rows=eval_rows,
+                    extra_eval=probe, desc="sft", eval_at_start=True)

@@ -1,0 +1,49 @@
+"""Text in, text out: sample responses for a list of prompt strings, in fixed-size batches.
+
+Used at eval steps (pretraining continuations, SFT and PPO probes), by
+best-of-n and by the evaluation experiment. The batch shape is fixed (the
+last batch is padded by repeating prompts), so the sampler compiles once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from rlhf_jax import runtime, sampling
+from rlhf_jax.data import batching
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    texts: list[str]
+    tokens: np.ndarray  # int32 [N, T]
+    mask: np.ndarray  # int32 [N, T]
+    prompt_tokens: np.ndarray  # int32 [N, P] left padded
+    prompt_mask: np.ndarray  # int32 [N, P]
+
+
+def generate(graphdef, params, tok, prompts: list[str], sampler_cfg: sampling.SamplerConfig,
+             key, *, batch_size: int, prompt_len: int, mesh=None) -> Generation:
+    """Samples one response per prompt; prompts longer than prompt_len keep their last tokens."""
+    if not prompts:
+        raise ValueError("generate() needs at least one prompt")
+    encoded = batching.left_pad_prompts(tok.encode_batch(prompts), prompt_len, tok.pad_id,
+                                        truncate=True)
+    n = len(prompts)
+    outs = []
+    for b, lo in enumerate(range(0, n, batch_size)):
+        idx = np.arange(lo, lo + batch_size) % n  # the last batch repeats prompts
+        local = {k: v[idx] for k, v in encoded.items()}
+        if mesh is not None:
+            local = runtime.replicated(mesh, local)
+        out = sampling.sample(graphdef, params, local["prompt_tokens"], local["prompt_mask"],
+                              jax.random.fold_in(key, b), sampler_cfg)
+        keep = min(batch_size, n - lo)
+        outs.append((np.asarray(out.tokens)[:keep], np.asarray(out.mask)[:keep]))
+    tokens = np.concatenate([o[0] for o in outs])
+    mask = np.concatenate([o[1] for o in outs])
+    texts = [tok.decode(row[m > 0]) for row, m in zip(tokens, mask)]
+    return Generation(texts, tokens, mask, encoded["prompt_tokens"], encoded["prompt_mask"])

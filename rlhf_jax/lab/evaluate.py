@@ -1,0 +1,46 @@
+"""Probe evaluation of any policy checkpoint on the lab's held-out prompts.
+
+Samples one response per probe prompt, scores the texts with the response
+analyser and the gold reward (and the proxy reward model when given), and
+returns the metrics of ``rlhf_jax.lab.probes`` under an ``eval/`` prefix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlhf_jax import generate, sampling
+from rlhf_jax.data import chat
+from rlhf_jax.lab import probes
+from rlhf_jax.lab.types import Prompt
+
+
+def prompt_text(p: Prompt) -> str:
+    return chat.render_prompt(p.turns)
+
+
+def sampler_config(eval_cfg, tok) -> sampling.SamplerConfig:
+    return sampling.SamplerConfig(
+        max_new_tokens=eval_cfg.max_new_tokens, temperature=eval_cfg.temperature,
+        eos_id=tok.eos_id, pad_id=tok.pad_id,
+    )
+
+
+def probe_eval(graphdef, params, tok, prompts: list[Prompt], eval_cfg, key, *, mesh=None,
+               gold_weights=None, proxy_fn=None, prefix="eval/"):
+    """(metrics, generation): probe metrics of one response per prompt.
+
+    `proxy_fn(generation) -> float[N]` scores the sampled responses with a reward
+    model (normalised); its mean lands in ``proxy_reward``.
+    """
+    gen = generate.generate(
+        graphdef, params, tok, [prompt_text(p) for p in prompts], sampler_config(eval_cfg, tok),
+        key, batch_size=eval_cfg.batch_size, prompt_len=eval_cfg.prompt_len, mesh=mesh,
+    )
+    proxy = None if proxy_fn is None else np.asarray(proxy_fn(gen), np.float64)
+    metrics = probes.probe_metrics(prompts, gen.texts, gold_weights, proxy_scores=proxy)
+    metrics["response_tokens"] = float(gen.mask.sum(1).mean())
+    metrics["eos_rate"] = float(
+        np.mean([(row[m > 0] == tok.eos_id).any() for row, m in zip(gen.tokens, gen.mask)])
+    )
+    return {prefix + k: v for k, v in metrics.items()}, gen

@@ -1,0 +1,86 @@
+"""What every experiment driver needs around its steps: mesh, tokenizer, global batches.
+
+Kept out of the drivers so that each driver reads as wiring, and out of the
+math modules so that they stay pure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import jax
+import numpy as np
+
+from rlhf_jax import sharding
+from rlhf_jax.data.tokenizer import Tokenizer
+
+TOKENIZER_FILE = "tokenizer.model"
+
+
+def mesh_and_rules(config):
+    """The device mesh and logical-axis rules of ``config.mesh`` and ``config.sharding_rules``."""
+    rules = sharding.normalize_rules(config.sharding_rules)
+    return sharding.make_mesh(config.mesh), rules
+
+
+def seed_key(config, *names: str) -> jax.Array:
+    """A PRNG key for one purpose, derived from ``config.seed`` and purpose names."""
+    key = jax.random.key(config.seed)
+    for name in names:
+        key = jax.random.fold_in(key, int.from_bytes(name.encode()[:4].ljust(4, b"\0"), "little"))
+    return key
+
+
+def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = "") -> Tokenizer | None:
+    """The tokenizer of a run, in order: this workdir's copy, `path`, the `init_from` run's.
+
+    Whatever is found is copied into the workdir so that the workdir alone can
+    be evaluated, exported or used as another run's `init_from`. Returns None
+    when there is none yet (the caller trains one).
+    """
+    own = os.path.join(workdir, TOKENIZER_FILE)
+    candidates = [own, path, os.path.join(init_from, TOKENIZER_FILE) if init_from else ""]
+    for candidate in candidates:
+        if candidate and os.path.exists(candidate):
+            if candidate != own and jax.process_index() == 0:
+                os.makedirs(workdir, exist_ok=True)
+                shutil.copyfile(candidate, own)
+            return Tokenizer.load(candidate)
+    if path:
+        raise FileNotFoundError(f"config.tokenizer.path={path!r} does not exist")
+    if init_from:
+        raise FileNotFoundError(
+            f"init_from={init_from!r} has no {TOKENIZER_FILE}; is it the workdir of a finished run?"
+        )
+    return None
+
+
+def check_vocab(model_cfg, tok: Tokenizer) -> None:
+    if model_cfg.vocab_size < tok.vocab_size:
+        raise ValueError(
+            f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
+            f"{tok.vocab_size} pieces ({tok.source or 'trained'})"
+        )
+
+
+def barrier(name: str) -> None:
+    """Waits for every process (multi-process runs only), e.g. after process 0 wrote files."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices(name)
+
+
+def global_batch(mesh, local: dict) -> dict:
+    """This process's rows of a batch -> global arrays sharded over the batch axes."""
+    data = sharding.batch_sharding(mesh)
+    return {
+        k: jax.make_array_from_process_local_data(data, np.asarray(v)) for k, v in local.items()
+    }
+
+
+def replicated(mesh, tree):
+    """Puts host values on every device of the mesh (small inputs such as prompts to sample)."""
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.tree.map(lambda x: jax.device_put(np.asarray(x), rep), tree)

@@ -1,0 +1,76 @@
+"""The training run shared by the pretraining and SFT drivers.
+
+Given tokenised rows, it builds the sharded trainer, resumes (this workdir,
+else ``config.init_from``'s params, else fresh), iterates batches with a
+checkpointed position, evaluates held-out loss plus whatever the driver adds,
+and checkpoints. The drivers only decide which rows and which extra metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+
+from rlhf_jax import checkpoint, runtime
+from rlhf_jax.data.iterator import BatchIterator
+from rlhf_jax.metrics import MetricWriter
+from rlhf_jax.train import lm
+from rlhf_jax.train.loop import run_loop
+
+
+def train_lm(
+    config,
+    workdir: str,
+    *,
+    train_rows: dict,
+    eval_rows: dict,
+    extra_eval: Callable[[lm.LMTrainer, dict, int], dict] | None = None,
+    desc: str,
+    eval_at_start: bool = False,
+):
+    """Runs LM training to ``config.num_steps``; returns (trainer, final state)."""
+    mesh, rules = runtime.mesh_and_rules(config)
+    trainer = lm.make_trainer(config.model, config.optim, config.num_steps, mesh, rules)
+    train_step, eval_step = lm.make_train_step(trainer), lm.make_eval_step(trainer)
+    ckpt = checkpoint.Checkpointer(workdir, every_steps=config.checkpoint_every,
+                                   keep=config.keep_checkpoints)
+    state, meta, source = checkpoint.resume_or_init(
+        ckpt,
+        trainer.abstract_state(),
+        lambda: trainer.init_state(runtime.seed_key(config, "init")),
+        init_from=config.init_from or None,
+        from_previous=lambda path, fresh: lm.with_params_from(trainer, path, fresh),
+    )
+    start = int(state["step"])
+    iterator = BatchIterator(len(train_rows["tokens"]), config.batch_size, config.seed,
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count())
+    if "data" in meta:
+        iterator.set_state(meta["data"])
+    where = f" ({config.init_from})" if source == "init_from" else ""
+    print(f"{desc}: {source}{where} at step {start} of {config.num_steps}", flush=True)
+    writer = MetricWriter(workdir, resume_step=start)
+
+    def step_fn(state, step):
+        idx = next(iterator)
+        return train_step(state, runtime.global_batch(mesh, {k: v[idx] for k, v in
+                                                             train_rows.items()}))
+
+    def eval_fn(state, step):
+        metrics = lm.evaluate_rows(trainer, eval_step, state["params"], eval_rows,
+                                   config.batch_size)
+        if extra_eval is not None:
+            metrics.update(extra_eval(trainer, state["params"], step))
+        return metrics
+
+    state = run_loop(
+        state=state, start_step=start, total_steps=config.num_steps, step_fn=step_fn,
+        checkpointer=ckpt, writer=writer, to_checkpoint=lambda s: s,
+        meta_fn=lambda s, i: {"data": iterator.get_state()},
+        log_every=config.log_every, eval_every=config.eval_every, eval_fn=eval_fn,
+        desc=desc, eval_at_start=eval_at_start,
+    )
+    ckpt.close()
+    writer.close()
+    return trainer, state
