@@ -208,6 +208,17 @@ def _fill(rows: list[list[int]], max_len: int, pad_id: int) -> tuple[np.ndarray,
     return tokens, mask
 
 
+def scoring_rows(tok, turns_list, responses, max_len: int) -> dict:
+    """One prompt+response+EOS per row, right padded: what a reward model scores.
+
+    `{"tokens": int32[N, L], "mask": int32[N, L]}`; the last mask==1 column is the EOS.
+    """
+    rows = [_encode_responses(tok, turns, [r], max_len, "left_prompt", "")[0]
+            for turns, r in zip(turns_list, responses)]
+    tokens, mask = _fill(rows, max_len, tok.pad_id)
+    return {"tokens": tokens, "mask": mask}
+
+
 def preference_batch(tok, records, max_len: int, truncation: str = "left_prompt") -> dict:
     """`PreferenceRecord`s to `{"tokens": int32[B, 2, L], "mask": int32[B, 2, L]}` (0 chosen)."""
     _check_truncation(truncation)

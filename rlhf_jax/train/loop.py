@@ -33,6 +33,7 @@ def run_loop(
     eval_fn: Callable[[Any, int], Mapping[str, Any]] | None = None,
     desc: str = "train",
     eval_at_start: bool = False,
+    finalize: Callable[[Any], Any] | None = None,
 ) -> Any:
     """Runs steps start_step+1 .. total_steps; returns the final state.
 
@@ -41,7 +42,9 @@ def run_loop(
     pytrees to save, `meta_fn(state, step)` the JSON-able host values (e.g. data
     position). Evaluation runs at eval steps and at the end, and with
     `eval_at_start` also before the first step of a run that starts at step 0,
-    logged as step 0 (the starting checkpoint's scores).
+    logged as step 0 (the starting checkpoint's scores). `finalize(state)` runs
+    once after the last step, before its evaluation and checkpoint (e.g. fitting
+    a reward normaliser), so the final checkpoint holds its result.
     """
     progress = Progress(total_steps, start_step=start_step, desc=desc)
     meta_fn = meta_fn or (lambda s, i: {})
@@ -56,6 +59,8 @@ def run_loop(
     for step in range(start_step + 1, total_steps + 1):
         state, metrics = step_fn(state, step)
         is_last = step == total_steps
+        if is_last and finalize is not None:
+            state = finalize(state)
         record = {}
         if step % log_every == 0 or is_last:
             record.update(metrics)

@@ -1,0 +1,234 @@
+"""Phase 2: a Bradley-Terry reward model (or an ensemble) learned from comparisons.
+
+Lab data (``config.data.source="lab"``): for each training prompt the SFT
+policy (``config.init_from``) samples ``pairs_per_prompt`` pairs, an annotator
+panel (``config.panel``) labels them, and they are stored as a TFDS dataset;
+probe prompts give the held-out comparisons. Local data (``"jsonl"``):
+preference JSONL or Anthropic HH files in ``config.data.manual_dir``.
+
+After the last step a normaliser is fitted so that scores of SFT samples have
+mean 0 and std 1; it is saved with the checkpoint and every consumer applies
+it. On the lab, the final evaluation adds what the reward learned
+(``analysis/*``): its correlation with length, its gaps between failure-mode
+and honest responses, and best-of-n against the proxy with the gold reward
+of the chosen sample; ``report/reward_analysis.json`` holds the same figures
+plus the panel's settings and agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from rlhf_jax import checkpoint, runtime, scoring, sharding
+from rlhf_jax.data import batching, jsonl, tfds_builders
+from rlhf_jax.data.iterator import BatchIterator
+from rlhf_jax.metrics import MetricWriter
+from rlhf_jax.models import ModelConfig
+from rlhf_jax.train import lm, reward
+from rlhf_jax.train.loop import run_loop
+
+
+def _data_dir(config, workdir):
+    return config.data.data_dir or os.path.join(workdir, "data")
+
+
+def _sft_params(config, mesh, rules):
+    """The SFT policy's params (sharded), or None without init_from."""
+    if not config.init_from:
+        return None, None
+    graphdef, abstract = lm.abstract_model(ModelConfig.from_config(config.model))
+    shardings = sharding.state_shardings(abstract, mesh, rules)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+    return graphdef, checkpoint.restore_items(config.init_from, {"params": target})["params"]
+
+
+def _lab_data(config, workdir, tok, graphdef, sft, mesh):
+    """(train, eval) columns of labelled lab comparisons; eval also keeps gold rewards."""
+    from rlhf_jax.lab import comparisons, datasets  # noqa: PLC0415
+
+    if sft is None:
+        raise ValueError("lab comparisons are sampled from the SFT policy: set "
+                         "config.init_from to an SFT workdir")
+    lab_dir = datasets.build(config.lab, _data_dir(config, workdir))
+    out = []
+    for split in ("train", "probe"):
+        prompts = datasets.load_prompts(config.lab, _data_dir(config, workdir), split)
+        key = runtime.seed_key(config, "comparisons", split)
+        collect = lambda ps, key=key: comparisons.collect(  # noqa: E731
+            graphdef, sft, tok, ps, config.data, config.panel, None, key, config.seed, mesh)
+        out.append(comparisons.load_or_collect(config, lab_dir, split, prompts, collect))
+    return out
+
+
+def _jsonl_data(config, workdir):
+    name, out = config.data.name or "preferences_jsonl", _data_dir(config, workdir)
+    if jax.process_index() == 0:
+        tfds_builders.build_preference_dataset(name, out, config.data.manual_dir,
+                                               skip_bad=config.data.skip_bad)
+    runtime.barrier("preferences_built")
+
+    def load(split):
+        return [tfds_builders.example_to_record(r)
+                for r in tfds_builders.load_split(name, out, split)]
+
+    train = load("train")
+    try:
+        held_out = load("validation")
+    except jsonl.DataError:
+        cut = max(1, int(len(train) * config.data.eval_fraction))
+        train, held_out = train[:-cut], train[-cut:]
+    return train, held_out
+
+
+def _records(columns, order: str) -> list[jsonl.PreferenceRecord]:
+    """Pairs as (chosen, rejected) by the panel's label ("label") or by gold ("gold")."""
+    recs = []
+    for i, p in enumerate(columns["prompts"]):
+        a, b = columns["response_a"][i], columns["response_b"][i]
+        if order == "label":
+            first = columns["choice"][i] == 0
+        else:
+            if columns["gold_a"][i] == columns["gold_b"][i]:
+                continue  # a gold tie has no right answer
+            first = columns["gold_a"][i] > columns["gold_b"][i]
+        recs.append(jsonl.PreferenceRecord(p.turns, a if first else b, b if first else a, p.id))
+    return recs
+
+
+def _pair_eval(score, state, tok, records, config, mesh) -> dict:
+    """BT loss and accuracy of the ensemble mean (and of members) on pairs."""
+    turns = [r.turns for r in records] * 2
+    texts = [r.chosen for r in records] + [r.rejected for r in records]
+    s = scoring.score_texts(score, state["params"], state["norm"], tok, turns, texts,
+                            max_len=config.data.seq_len, batch_size=config.eval.batch_size,
+                            mesh=mesh)
+    n = len(records)
+    gap = s["mean"][:n] - s["mean"][n:]
+    member_gap = s["members"][:, :n] - s["members"][:, n:]
+    return {"loss": float(np.mean(np.logaddexp(0.0, -gap))),
+            "accuracy": float(np.mean(gap > 0)),
+            "member_accuracy": float(np.mean(member_gap > 0))}
+
+
+def run(config, workdir):
+    mesh, rules = runtime.mesh_and_rules(config)
+    tok = runtime.resolve_tokenizer(workdir, path=config.tokenizer.path,
+                                    init_from=config.init_from)
+    if tok is None:
+        raise ValueError("the reward model needs a tokenizer: set config.init_from to an SFT "
+                         "workdir or config.tokenizer.path to a SentencePiece .model file")
+    runtime.check_vocab(config.model, tok)
+    sft_graphdef, sft = _sft_params(config, mesh, rules)
+    lab = config.data.source == "lab"
+    if lab:
+        train_cols, eval_cols = _lab_data(config, workdir, tok, sft_graphdef, sft, mesh)
+        train, held_out = _records(train_cols, "label"), _records(eval_cols, "label")
+        gold_pairs = _records(eval_cols, "gold")
+    else:
+        train, held_out = _jsonl_data(config, workdir)
+        gold_pairs = []
+    rows = batching.preference_batch(tok, train, config.data.seq_len)
+    print(f"reward: {len(train)} training comparisons, {len(held_out)} held out, "
+          f"{config.num_members} member(s)", flush=True)
+
+    trainer = reward.make_trainer(config.model, config.optim, config.num_steps, mesh, rules,
+                                  num_members=config.num_members, margin=config.margin)
+    score = reward.make_score_fn(trainer.graphdef)
+    ckpt = checkpoint.Checkpointer(workdir, every_steps=config.checkpoint_every,
+                                   keep=config.keep_checkpoints)
+    state, meta, source = checkpoint.resume_or_init(
+        ckpt, trainer.abstract_state(),
+        lambda: trainer.init_state(runtime.seed_key(config, "init"), init_trunk_params=sft))
+    start = int(state["step"])
+    # Each member reads the data in its own order.
+    iterators = [BatchIterator(len(train), config.batch_size, config.seed + 1000 * k,
+                               process_index=jax.process_index(),
+                               process_count=jax.process_count())
+                 for k in range(config.num_members)]
+    for it, st in zip(iterators, meta.get("data", [])):
+        it.set_state(st)
+    print(f"reward: {source} at step {start} of {config.num_steps}", flush=True)
+    writer = MetricWriter(workdir, resume_step=start)
+
+    def step_fn(state, step):
+        idx = [next(it) for it in iterators]
+        local = {k: np.stack([v[i] for i in idx]) for k, v in rows.items()}  # [K, B, 2, L]
+        data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, ("data",
+                                                                                   "fsdp")))
+        batch = {k: jax.make_array_from_process_local_data(data, v) for k, v in local.items()}
+        return trainer.train_step(state, batch)
+
+    def finalize(state):
+        """Fits the normaliser on SFT samples: held-out policy responses (or all responses)."""
+        if lab:
+            turns = [p.turns for p in eval_cols["prompts"]]
+            texts = list(eval_cols["response_a"])
+        else:
+            turns = [r.turns for r in held_out] * 2
+            texts = [r.chosen for r in held_out] + [r.rejected for r in held_out]
+        ident = {"gain": np.ones_like(state["norm"]["gain"]),
+                 "bias": np.zeros_like(state["norm"]["bias"])}
+        raw = scoring.score_texts(score, state["params"], ident, tok, turns, texts,
+                                  max_len=config.data.seq_len,
+                                  batch_size=config.eval.batch_size, mesh=mesh)["members"]
+        norm = reward.fit_normalizer(raw)
+        return {**state, "norm": jax.device_put(norm, trainer.state_shardings["norm"])}
+
+    def eval_fn(state, step):
+        m = _pair_eval(score, state, tok, held_out, config, mesh)
+        metrics = {f"eval/{k}": v for k, v in m.items()}
+        if gold_pairs:
+            metrics["eval/gold_accuracy"] = _pair_eval(score, state, tok, gold_pairs, config,
+                                                       mesh)["accuracy"]
+        if lab and step == config.num_steps:
+            metrics.update(_lab_analysis(config, workdir, state, score, tok, eval_cols,
+                                         sft_graphdef, sft, mesh))
+        return metrics
+
+    run_loop(
+        state=state, start_step=start, total_steps=config.num_steps, step_fn=step_fn,
+        checkpointer=ckpt, writer=writer, to_checkpoint=lambda s: s,
+        meta_fn=lambda s, i: {"data": [it.get_state() for it in iterators]},
+        log_every=config.log_every, eval_every=config.eval_every, eval_fn=eval_fn,
+        desc="reward", finalize=finalize,
+    )
+    ckpt.close()
+    writer.close()
+
+
+def _lab_analysis(config, workdir, state, score, tok, eval_cols, sft_graphdef, sft, mesh):
+    """Length correlation, style gaps and best-of-n of the trained (normalised) reward."""
+    from rlhf_jax.lab import comparisons, rm_analysis  # noqa: PLC0415
+
+    def scorer(prompts, responses):
+        return scoring.score_texts(score, state["params"], state["norm"], tok,
+                                   [p.turns for p in prompts], responses,
+                                   max_len=config.data.seq_len,
+                                   batch_size=config.eval.batch_size, mesh=mesh)["mean"]
+
+    prompts = eval_cols["prompts"][: len(set(p.id for p in eval_cols["prompts"]))]
+    sft_texts = eval_cols["response_a"][: len(prompts)]
+    out = {"analysis/length_correlation":
+           rm_analysis.length_correlation(scorer(prompts, sft_texts), sft_texts)}
+    out.update({f"analysis/{k}": v for k, v in
+                rm_analysis.style_gaps(prompts, scorer, config.seed).items()})
+    n_max = max(config.analysis.best_of_n)
+    samples = comparisons.sample_policy(sft_graphdef, sft, tok, prompts, n_max,
+                                        config.analysis.sampling,
+                                        runtime.seed_key(config, "best_of_n"), mesh)
+    proxy = np.stack([scorer(prompts, row) for row in samples])
+    bon = rm_analysis.best_of_n(prompts, samples, proxy, tuple(config.analysis.best_of_n))
+    for row in bon:
+        out[f"analysis/bon{row['n']}_proxy"] = row["proxy_reward"]
+        out[f"analysis/bon{row['n']}_gold"] = row["gold_reward"]
+    if jax.process_index() == 0:
+        os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
+        with open(os.path.join(workdir, "report", "reward_analysis.json"), "w") as f:
+            json.dump({"metrics": out, "best_of_n": bon, "panel": eval_cols["report"]}, f,
+                      indent=2, sort_keys=True, default=float)
+    return out

@@ -1,0 +1,139 @@
+"""Comparison data from the lab: on-policy pairs from the SFT policy, labelled by a panel.
+
+For each prompt, `pairs_per_prompt` pairs of responses are sampled from the
+policy (on-policy, as in InstructGPT); with `offpolicy_fraction > 0` that
+share of pairs replaces response B by one of the lab's rendered variants (a
+random style that applies to the family), and every record says where each
+response came from. One panel member, drawn at random, labels each pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from rlhf_jax import generate
+from rlhf_jax.lab import annotators, gold, render
+from rlhf_jax.lab.evaluate import prompt_text, sampler_config
+from rlhf_jax.lab.types import Prompt
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparisons:
+    prompts: list[Prompt]
+    responses_a: list[str]
+    responses_b: list[str]
+    source_a: list[str]
+    source_b: list[str]
+    labels: annotators.LabelResult
+
+    def __len__(self):
+        return len(self.prompts)
+
+    def chosen_rejected(self) -> tuple[list[str], list[str]]:
+        """The panel's chosen and rejected response of every pair."""
+        chosen = [b if c else a for a, b, c in zip(self.responses_a, self.responses_b,
+                                                    self.labels.choice)]
+        rejected = [a if c else b for a, b, c in zip(self.responses_a, self.responses_b,
+                                                      self.labels.choice)]
+        return chosen, rejected
+
+    def to_records(self, prefix: str) -> list[dict]:
+        """Rows of the lab preference dataset (datasets.PREFERENCE_FEATURES)."""
+        from rlhf_jax.lab.datasets import prompt_to_json  # noqa: PLC0415
+
+        lab = self.labels
+        return [
+            {"id": f"{prefix}/{i}", "prompt_json": prompt_to_json(p),
+             "response_a": self.responses_a[i], "response_b": self.responses_b[i],
+             "source_a": self.source_a[i], "source_b": self.source_b[i],
+             "choice": int(lab.choice[i]), "annotator": int(lab.annotator[i]),
+             "p_a": float(lab.p_a[i]), "gold_a": float(lab.gold_a[i]),
+             "gold_b": float(lab.gold_b[i])}
+            for i, p in enumerate(self.prompts)
+        ]  # fmt: skip
+
+
+def sample_policy(graphdef, params, tok, prompts, copies: int, sample_cfg, key, mesh=None):
+    """`copies` sampled responses per prompt, as a list per copy."""
+    texts = [prompt_text(p) for p in prompts]
+    out = []
+    for c in range(copies):
+        gen = generate.generate(
+            graphdef, params, tok, texts, sampler_config(sample_cfg, tok),
+            jax.random.fold_in(key, c), batch_size=sample_cfg.batch_size,
+            prompt_len=sample_cfg.prompt_len, mesh=mesh,
+        )
+        out.append(gen.texts)
+    return out
+
+
+def collect(graphdef, params, tok, prompts, data_cfg, panel_cfg, gold_cfg, key, seed,
+            mesh=None) -> Comparisons:
+    """Samples, mixes in off-policy variants and labels `pairs_per_prompt` pairs per prompt."""
+    k = data_cfg.pairs_per_prompt
+    samples = sample_policy(graphdef, params, tok, prompts, 2 * k, data_cfg, key, mesh)
+    rng = np.random.default_rng([seed, 21])
+    rows = ([], [], [], [], [])
+    for j in range(k):
+        for i, p in enumerate(prompts):
+            a, b, src_b = samples[2 * j][i], samples[2 * j + 1][i], "policy"
+            if rng.random() < data_cfg.offpolicy_fraction:
+                styles = render.applicable_styles(p.family)
+                style = styles[int(rng.integers(len(styles)))]
+                b, src_b = render.render_response(p, style, rng), f"render:{style}"
+            for col, v in zip(rows, (p, a, b, "policy", src_b)):
+                col.append(v)
+    panel = annotators.make_panel(panel_cfg, seed)
+    labels = annotators.label_pairs(rows[0], rows[1], rows[2], panel, seed, gold_cfg)
+    return Comparisons(*rows, labels)
+
+
+def panel_report(comparisons: Comparisons, panel_cfg, gold_cfg, seed) -> dict:
+    """The panel's settings and agreement figures on these pairs (for the report)."""
+    panel = annotators.make_panel(panel_cfg, seed)
+    stats = annotators.agreement_stats(comparisons.prompts, comparisons.responses_a,
+                                       comparisons.responses_b, panel, seed + 1, gold_cfg)
+    lab = comparisons.labels
+    decided = lab.gold_pref >= 0
+    return {
+        "panel": panel_cfg.to_dict(),
+        "num_pairs": len(comparisons),
+        "label_agrees_with_gold": float(np.mean(lab.choice[decided] == lab.gold_pref[decided])),
+        "gold_ties": float(np.mean(~decided)),
+        "offpolicy_pairs": float(np.mean([s != "policy" for s in comparisons.source_b])),
+        **{k: float(v) for k, v in stats.items()},
+        "gold_weights": gold.default_gold_weights().to_dict() if gold_cfg is None
+        else gold_cfg.to_dict(),
+    }
+
+
+def load_or_collect(config, data_dir: str, split: str, prompts, collect_fn) -> dict:
+    """The labelled comparisons of one split as columns, sampled and labelled only once.
+
+    They are stored as a TFDS dataset ``lab_preferences`` (split = "train" or
+    "probe") in `data_dir`, with the panel, sampling settings and agreement
+    figures in its metadata; a rerun reads them back.
+    """
+    from rlhf_jax.data import tfds_builders  # noqa: PLC0415
+    from rlhf_jax.lab import datasets  # noqa: PLC0415
+
+    name = f"lab_preferences_{split}"
+    meta = {"panel": config.panel.to_dict(), "data": config.data.to_dict(),
+            "lab": datasets.fingerprint(config.lab), "init_from": config.init_from}
+    try:
+        source = tfds_builders.load_split(name, data_dir, "train")
+        report = tfds_builders.load_metadata(name, data_dir).get("report", {})
+    except tfds_builders.DataError:
+        comparisons = collect_fn(prompts)
+        report = panel_report(comparisons, config.panel, None, config.seed)
+        records = comparisons.to_records(split)
+        datasets.preferences_dataset(name, data_dir, lambda: records, {**meta, "report": report})
+        source = tfds_builders.load_split(name, data_dir, "train")
+    rows = [dict(r) for r in source]
+    columns = {k: [r[k] for r in rows] for k in rows[0]}
+    columns["prompts"] = [datasets.prompt_from_json(t) for t in columns["prompt_json"]]
+    columns["report"] = report
+    return columns

@@ -1,0 +1,39 @@
+"""Reward-model scores of texts, in fixed-size batches (one compilation).
+
+Used by the reward experiment's analyses, best-of-n and evaluation; PPO
+scores on device inside its rollout instead.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rlhf_jax import runtime
+from rlhf_jax.data import batching
+
+
+def score_texts(score_fn, params, norm, tok, turns_list, responses, *, max_len: int,
+                batch_size: int, mesh=None) -> dict:
+    """Normalised scores {"mean": [N], "std": [N], "members": [K, N]} of (prompt, response)s.
+
+    `score_fn` is `reward.make_score_fn(graphdef)`. Each response is scored as if it
+    ended with EOS (a sampled response cut at max_new_tokens included).
+    """
+    rows = batching.scoring_rows(tok, turns_list, responses, max_len)
+    n = len(responses)
+    outs = {"mean": [], "std": [], "members": []}
+    for lo in range(0, n, batch_size):
+        idx = np.arange(lo, lo + batch_size) % n
+        local = {k: v[idx] for k, v in rows.items()}
+        if mesh is not None:
+            local = runtime.global_batch(mesh, local)
+        out = score_fn(params, norm, local["tokens"], local["mask"])
+        keep = min(batch_size, n - lo)
+        outs["mean"].append(np.asarray(out["mean"])[:keep])
+        outs["std"].append(np.asarray(out["std"])[:keep])
+        outs["members"].append(np.asarray(out["members"])[:, :keep])
+    return {
+        "mean": np.concatenate(outs["mean"]),
+        "std": np.concatenate(outs["std"]),
+        "members": np.concatenate(outs["members"], axis=1),
+    }
