@@ -23,11 +23,10 @@ import os
 import jax
 import numpy as np
 
-from rlhf_jax import checkpoint, runtime, scoring, sharding
+from rlhf_jax import checkpoint, runtime, scoring
 from rlhf_jax.data import batching, jsonl, tfds_builders
 from rlhf_jax.data.iterator import BatchIterator
 from rlhf_jax.metrics import MetricWriter
-from rlhf_jax.models import ModelConfig
 from rlhf_jax.train import lm, reward
 from rlhf_jax.train.loop import run_loop
 
@@ -37,14 +36,10 @@ def _data_dir(config, workdir):
 
 
 def _sft_params(config, mesh, rules):
-    """The SFT policy's params (sharded), or None without init_from."""
+    """The SFT policy's (graphdef, params), or (None, None) without init_from."""
     if not config.init_from:
         return None, None
-    graphdef, abstract = lm.abstract_model(ModelConfig.from_config(config.model))
-    shardings = sharding.state_shardings(abstract, mesh, rules)
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-    return graphdef, checkpoint.restore_items(config.init_from, {"params": target})["params"]
+    return lm.load_params(config.init_from, config.model, mesh, rules)
 
 
 def _lab_data(config, workdir, tok, graphdef, sft, mesh):

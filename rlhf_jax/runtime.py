@@ -56,6 +56,19 @@ def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = "") -> T
     return None
 
 
+def read_config(workdir: str):
+    """The resolved config a run wrote to ``<workdir>/config.json``, as a ConfigDict."""
+    import json  # noqa: PLC0415
+
+    import ml_collections  # noqa: PLC0415
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found; is {workdir!r} the workdir of a run?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
 def check_vocab(model_cfg, tok: Tokenizer) -> None:
     if model_cfg.vocab_size < tok.vocab_size:
         raise ValueError(

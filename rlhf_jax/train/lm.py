@@ -111,6 +111,17 @@ def with_params_from(trainer: LMTrainer, workdir: str, state):
     return {**state, "params": checkpoint.restore_items(workdir, abstract)["params"]}
 
 
+def load_params(workdir: str, model_cfg, mesh, rules):
+    """(graphdef, params) of another run's latest checkpoint, restored straight into shardings."""
+    from rlhf_jax import checkpoint  # noqa: PLC0415
+
+    graphdef, abstract = abstract_model(models.ModelConfig.from_config(model_cfg))
+    shardings = sharding.state_shardings(abstract, mesh, rules)
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+    return graphdef, checkpoint.restore_items(workdir, {"params": target})["params"]
+
+
 def make_train_step(trainer: LMTrainer):
     """jit(step(state, batch) -> (state, metrics)), state donated."""
     graphdef, tx, k = trainer.graphdef, trainer.tx, trainer.accumulation_steps
