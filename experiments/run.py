@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import pkgutil
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from rlhf_jax import runtime
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go.")
@@ -133,15 +134,6 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()  # cluster environment auto-detected
 
 
-def write_config(config, workdir: str) -> str:
-    path = os.path.join(workdir, "config.json")
-    text = config.to_json_best_effort(indent=2, sort_keys=True)
-    json.loads(text)  # the file must be valid JSON for tools that read it
-    with open(path, "w") as f:
-        f.write(text + "\n")
-    return path
-
-
 def main(argv):
     del argv
     import jax  # noqa: PLC0415
@@ -158,7 +150,7 @@ def main(argv):
     driver = load_driver(config.experiment)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
-        write_config(config, workdir)
+        runtime.write_config(config, workdir)
         print(
             f"experiment {config.experiment}: workdir {workdir} "
             f"(config.json, metrics.jsonl, tensorboard/, checkpoints/); "

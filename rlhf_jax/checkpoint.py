@@ -166,6 +166,18 @@ def restore_items(workdir: str, abstract_items: Mapping[str, Any], step: int | N
         mgr.close()
 
 
+def latest_step(workdir: str) -> int | None:
+    """The latest saved step of a workdir, or None (no checkpoint, or no checkpoints/ folder)."""
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        return None
+    mgr = _manager(directory, keep=None, read_only=True)
+    try:
+        return mgr.latest_step()
+    finally:
+        mgr.close()
+
+
 def read_meta(workdir: str, step: int | None = None) -> dict:
     """The JSON ``meta`` item of a workdir's latest (or given) checkpoint."""
     mgr = _manager(checkpoint_dir(workdir), keep=None, read_only=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rlhf_jax import runtime, sampling
@@ -47,3 +48,32 @@ def generate(graphdef, params, tok, prompts: list[str], sampler_cfg: sampling.Sa
     mask = np.concatenate([o[1] for o in outs])
     texts = [tok.decode(row[m > 0]) for row, m in zip(tokens, mask)]
     return Generation(texts, tokens, mask, encoded["prompt_tokens"], encoded["prompt_mask"])
+
+
+def sequence_logprobs(graphdef, params, gen: Generation, temperature: float, *,
+                      batch_size: int) -> np.ndarray:
+    """Summed log-probs [N] of each generated response under (graphdef, params).
+
+    Computed at `temperature` (logits / T), the distribution PPO samples from,
+    over the response tokens of `gen` (mask == 1). The difference of two such
+    sums, policy minus reference, estimates the per-sequence KL.
+    """
+    from rlhf_jax import losses, models  # noqa: PLC0415
+
+    @jax.jit
+    def one(params, prompt_tokens, prompt_mask, tokens, mask):
+        full = jnp.concatenate([prompt_tokens, tokens], axis=1)
+        full_mask = jnp.concatenate([prompt_mask, mask], axis=1)
+        logits = models.forward(graphdef, params, full, full_mask)
+        p = prompt_tokens.shape[1]
+        logp = losses.token_logprobs(logits[:, p - 1:-1], tokens, temperature)
+        return jnp.sum(logp * mask, axis=1)
+
+    n = len(gen.texts)
+    out = []
+    for lo in range(0, n, batch_size):
+        idx = np.arange(lo, lo + batch_size) % n
+        s = one(params, gen.prompt_tokens[idx], gen.prompt_mask[idx], gen.tokens[idx],
+                gen.mask[idx])
+        out.append(np.asarray(s)[: min(batch_size, n - lo)])
+    return np.concatenate(out)

@@ -13,7 +13,6 @@ import jax
 import numpy as np
 
 from rlhf_jax import sharding
-from rlhf_jax.data.tokenizer import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -32,13 +31,15 @@ def seed_key(config, *names: str) -> jax.Array:
     return key
 
 
-def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = "") -> Tokenizer | None:
+def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = ""):
     """The tokenizer of a run, in order: this workdir's copy, `path`, the `init_from` run's.
 
     Whatever is found is copied into the workdir so that the workdir alone can
     be evaluated, exported or used as another run's `init_from`. Returns None
     when there is none yet (the caller trains one).
     """
+    from rlhf_jax.data.tokenizer import Tokenizer  # noqa: PLC0415  (no sentencepiece at import)
+
     own = os.path.join(workdir, TOKENIZER_FILE)
     candidates = [own, path, os.path.join(init_from, TOKENIZER_FILE) if init_from else ""]
     for candidate in candidates:
@@ -54,6 +55,18 @@ def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = "") -> T
             f"init_from={init_from!r} has no {TOKENIZER_FILE}; is it the workdir of a finished run?"
         )
     return None
+
+
+def write_config(config, workdir: str) -> str:
+    """Writes the resolved config to ``<workdir>/config.json`` (valid JSON for any tool)."""
+    import json  # noqa: PLC0415
+
+    path = os.path.join(workdir, "config.json")
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    json.loads(text)
+    with open(path, "w") as f:
+        f.write(text + "\n")
+    return path
 
 
 def read_config(workdir: str):

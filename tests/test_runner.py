@@ -69,6 +69,8 @@ def test_config_round_trip(tmp_path):
     from tests import toy_regression
 
     config = toy_regression.get_config()
-    path = runner.write_config(config, str(tmp_path))
+    from rlhf_jax import runtime
+
+    path = runtime.write_config(config, str(tmp_path))
     loaded = json.load(open(path))
     assert loaded == json.loads(config.to_json(sort_keys=True))

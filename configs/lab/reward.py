@@ -45,7 +45,7 @@ def get_config(arg=None):
     config.optim.warmup_steps = 10
     config.eval = ml_collections.ConfigDict({"batch_size": 64})
     config.analysis = ml_collections.ConfigDict({
-        "best_of_n": [1, 2, 4, 8, 16],
+        "best_of_n": (1, 2, 4, 8, 16),
         "sampling": {"batch_size": 64, "prompt_len": 64, "max_new_tokens": 48,
                      "temperature": 1.0},
     })

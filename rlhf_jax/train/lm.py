@@ -111,15 +111,18 @@ def with_params_from(trainer: LMTrainer, workdir: str, state):
     return {**state, "params": checkpoint.restore_items(workdir, abstract)["params"]}
 
 
-def load_params(workdir: str, model_cfg, mesh, rules):
-    """(graphdef, params) of another run's latest checkpoint, restored straight into shardings."""
+def load_params(workdir: str, model_cfg, mesh, rules, item: str = "params"):
+    """(graphdef, params) of another run's latest checkpoint, restored straight into shardings.
+
+    `item` is the checkpoint item holding the LM params ("policy" for a PPO run).
+    """
     from rlhf_jax import checkpoint  # noqa: PLC0415
 
     graphdef, abstract = abstract_model(models.ModelConfig.from_config(model_cfg))
     shardings = sharding.state_shardings(abstract, mesh, rules)
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract, shardings)
-    return graphdef, checkpoint.restore_items(workdir, {"params": target})["params"]
+    return graphdef, checkpoint.restore_items(workdir, {item: target})[item]
 
 
 def make_train_step(trainer: LMTrainer):

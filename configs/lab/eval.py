@@ -1,0 +1,31 @@
+"""Probe evaluation of any lab checkpoint (pretrain, SFT or PPO workdir).
+
+    python -m experiments.run --config=configs/lab/eval.py --workdir=workdirs/lab/eval_ppo \
+        --config.checkpoint=workdirs/lab/ppo --config.reward_from=workdirs/lab/reward \
+        --config.reference=workdirs/lab/sft
+
+Samples one response per probe prompt (176 by default) at temperature 0.7,
+the temperature PPO samples at; seconds on a CPU. Writes report/probes.json.
+"""
+
+import ml_collections
+
+from configs import common
+from rlhf_jax.lab.config import default_lab_config
+
+
+def get_config(arg=None):
+    del arg
+    config = common.base_config("eval")
+    config.lab = default_lab_config()
+    config.checkpoint = ""
+    config.reward_from = ""
+    config.reference = ""
+    config.split = "probe"
+    config.keep_samples = 40  # sampled responses kept in probes.json for reading
+    config.data = ml_collections.ConfigDict({"data_dir": ""})
+    config.eval = ml_collections.ConfigDict({
+        "batch_size": 64, "prompt_len": 64, "max_new_tokens": 32, "temperature": 0.7,
+        "score_len": 128,
+    })
+    return config

@@ -1,0 +1,83 @@
+"""Score any policy checkpoint on the lab's probes: gold, proxy and KL.
+
+    python -m experiments.run --config=configs/lab/eval.py --workdir=workdirs/lab/eval_sft \
+        --config.checkpoint=workdirs/lab/sft [--config.reward_from=workdirs/lab/reward] \
+        [--config.reference=workdirs/lab/sft]
+
+``checkpoint`` is the workdir of a pretraining, SFT or PPO run (its
+config.json says which; PPO keeps the policy under ``policy``). One response
+per held-out probe prompt is sampled at ``eval.temperature``; the probe
+metrics and gold reward come from the analyser, ``proxy_reward`` from the
+reward model when given, and ``kl`` (per sequence, nats, at the sampling
+temperature) to the reference policy when given. Writes
+``<workdir>/report/probes.json`` and one record in metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+
+from rlhf_jax import generate, runtime, scoring
+from rlhf_jax.metrics import MetricWriter
+from rlhf_jax.train import lm
+
+
+def load_policy(workdir, mesh, rules):
+    """(graphdef, params, run config) of a pretrain/SFT/PPO workdir's policy."""
+    run_config = runtime.read_config(workdir)
+    item = "policy" if run_config.experiment == "ppo" else "params"
+    graphdef, params = lm.load_params(workdir, run_config.model, mesh, rules, item=item)
+    return graphdef, params, run_config
+
+
+def run(config, workdir):
+    from experiments.ppo import load_reward  # noqa: PLC0415
+    from rlhf_jax.lab import datasets, evaluate  # noqa: PLC0415
+    from rlhf_jax.train import reward  # noqa: PLC0415
+
+    if not config.checkpoint:
+        raise ValueError("config.checkpoint must name the workdir of the run to evaluate")
+    mesh, rules = runtime.mesh_and_rules(config)
+    graphdef, params, _ = load_policy(config.checkpoint, mesh, rules)
+    tok = runtime.resolve_tokenizer(workdir, init_from=config.checkpoint)
+    data_dir = config.data.data_dir or os.path.join(workdir, "data")
+    prompts = datasets.load_prompts(config.lab, data_dir, config.split)
+    key = runtime.seed_key(config, "eval")
+    metrics, gen = evaluate.probe_eval(graphdef, params, tok, prompts, config.eval, key,
+                                       mesh=mesh, prefix="")
+    if config.reward_from:
+        rm_graphdef, rm, _ = load_reward(config.reward_from, mesh, rules)
+        score = reward.make_score_fn(rm_graphdef)
+        proxy = scoring.score_texts(score, rm["params"], rm["norm"], tok,
+                                    [p.turns for p in prompts], gen.texts,
+                                    max_len=config.eval.score_len,
+                                    batch_size=config.eval.batch_size, mesh=mesh)["mean"]
+        metrics["proxy_reward"] = float(np.mean(proxy))
+    if config.reference:
+        ref_graphdef, ref, _ = load_policy(config.reference, mesh, rules)
+        t = config.eval.temperature or 1.0
+        lp = generate.sequence_logprobs(graphdef, params, gen, t,
+                                        batch_size=config.eval.batch_size)
+        lr = generate.sequence_logprobs(ref_graphdef, ref, gen, t,
+                                        batch_size=config.eval.batch_size)
+        metrics["kl"] = float(np.mean(lp - lr))
+    metrics = {k: (None if isinstance(v, float) and v != v else float(v))
+               for k, v in metrics.items()}
+    if jax.process_index() == 0:
+        os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
+        with open(os.path.join(workdir, "report", "probes.json"), "w") as f:
+            json.dump({"checkpoint": os.path.abspath(config.checkpoint), "metrics": metrics,
+                       "samples": [{"prompt": p.id, "response": r}
+                                   for p, r in zip(prompts, gen.texts)][: config.keep_samples]},
+                      f, indent=2, sort_keys=True)
+        writer = MetricWriter(workdir, tensorboard=False)
+        writer.write(0, {f"eval/{k}": v for k, v in metrics.items() if v is not None})
+        writer.close()
+    print(f"eval: {config.checkpoint}: gold {metrics.get('gold_reward')}, proxy "
+          f"{metrics.get('proxy_reward')}, kl {metrics.get('kl')}, format "
+          f"{metrics.get('format_rate')}", flush=True)
+    return metrics

@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# rlhf_jax against the PyTorch peers on one GPU (written for one H100; at most 8 minutes).
+#
+#   bash launch/gpu_bench.sh            # from anywhere; runs from the repository root
+#
+# Runs, each under its own time limit so one stuck step cannot eat the rest:
+#   ours : python -m experiments.benchmark --preset=gpt2_small, then --preset=llama_1b
+#   peers: hf_generate_bench.py (transformers generate + PyTorch train step), gpt2-small and
+#          llama-1b shapes; trl_ppo.py (TRL PPOTrainer), GPT-2 small x 4 models
+# then prints a table of ours / peer and leaves every raw JSON in $OUT_DIR.
+#
+# The GPU machine has no network and sees only this checkout, so fill $PEERS_DIR
+# (default launch/peers/, keep it out of git) beforehand, on a machine with network:
+#   launch/peers/hf_generate_bench.py, launch/peers/trl_ppo.py   (from shared/peers/)
+#   launch/peers/wheels/  Python 3.12, manylinux x86_64 / pure-Python wheels:
+#     for rlhf_jax:  ml_collections 1.1.0 (the library's configs are ml_collections),
+#                    sentencepiece 0.2.x (until rlhf_jax/runtime.py loads the tokenizer lazily)
+#     for trl_ppo.py: trl 0.19.1, transformers 4.52.4, tokenizers 0.21.4, huggingface_hub 0.36.2,
+#                    datasets 3.6.0, accelerate 1.8.1, dill 0.3.8, multiprocess 0.70.16,
+#                    fsspec 2025.3.0
+#   e.g. pip download --only-binary=:all: --no-deps --python-version 3.12 \
+#          --platform manylinux2014_x86_64 -d launch/peers/wheels ml_collections==1.1.0 ...
+# The machine must already carry jax (0.11.x, CUDA), flax, optax, chex, absl-py, PyYAML,
+# torch and transformers 5.x (used by hf_generate_bench.py; trl_ppo.py gets 4.52.4 from
+# the wheels, first on PYTHONPATH).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PEERS_DIR=${PEERS_DIR:-launch/peers}
+OUT_DIR=${OUT_DIR:-workdirs/gpu_bench}
+PYTHON=${PYTHON:-python3}
+SITE=${SITE:-/tmp/rlhf_jax_gpu_site}
+
+for f in hf_generate_bench.py trl_ppo.py; do
+  if [[ ! -f "$PEERS_DIR/$f" ]]; then
+    echo "error: $PEERS_DIR/$f is missing; copy it from shared/peers/ (see the header)" >&2
+    exit 2
+  fi
+done
+wheel() {  # the one wheel in $PEERS_DIR/wheels whose file name starts with $1
+  local found=("$PEERS_DIR"/wheels/"$1"-*.whl)
+  if [[ ! -f "${found[0]}" ]]; then
+    echo "error: no $PEERS_DIR/wheels/$1-*.whl; download it first (see the header)" >&2
+    exit 2
+  fi
+  echo "${found[0]}"
+}
+OURS_WHEELS=()
+for name in ml_collections sentencepiece; do
+  w=$(wheel "$name")  # a plain assignment, so a missing wheel stops the script (set -e)
+  OURS_WHEELS+=("$w")
+done
+TRL_WHEELS=()
+for name in trl transformers tokenizers huggingface_hub datasets accelerate dill multiprocess \
+            fsspec; do
+  w=$(wheel "$name")
+  TRL_WHEELS+=("$w")
+done
+
+rm -rf "$SITE" && mkdir -p "$SITE/ours" "$SITE/trl" "$OUT_DIR"
+"$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE/ours" "${OURS_WHEELS[@]}"
+"$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE/trl" "${TRL_WHEELS[@]}"
+rm -f "$OUT_DIR"/*.json "$OUT_DIR"/benchmark.jsonl
+
+step() {  # step <seconds> <log name> <command...>: run with a limit, keep going on failure
+  local limit=$1 name=$2
+  shift 2
+  echo "== $name (limit ${limit}s)"
+  if ! timeout "$limit" "$@" > "$OUT_DIR/$name.log" 2>&1; then
+    echo "   $name failed or timed out; last lines of $OUT_DIR/$name.log:"
+    tail -n 5 "$OUT_DIR/$name.log" | sed 's/^/   /'
+  fi
+}
+
+OURS_PATH="$SITE/ours:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+step 150 ours_gpt2_small env PYTHONPATH="$OURS_PATH" \
+  "$PYTHON" -m experiments.benchmark --preset=gpt2_small --workdir="$OUT_DIR"
+step 100 ours_llama_1b env PYTHONPATH="$OURS_PATH" \
+  "$PYTHON" -m experiments.benchmark --preset=llama_1b --workdir="$OUT_DIR"
+step 45 peer_gen_gpt2_small "$PYTHON" "$PEERS_DIR/hf_generate_bench.py" --preset gpt2-small \
+  --device cuda --dtype bf16 --mode both --batch 64 --prompt-len 128 --new-tokens 128 \
+  --train-batch 16 --seq-len 1024 --out "$OUT_DIR/peer_gen_gpt2_small.json"
+step 60 peer_gen_llama_1b "$PYTHON" "$PEERS_DIR/hf_generate_bench.py" --preset llama-1b \
+  --device cuda --dtype bf16 --mode both --batch 32 --prompt-len 128 --new-tokens 128 \
+  --train-batch 8 --seq-len 1024 --out "$OUT_DIR/peer_gen_llama_1b.json"
+step 75 peer_trl_gpt2_small env PYTHONPATH="$SITE/trl${PYTHONPATH:+:$PYTHONPATH}" \
+  "$PYTHON" "$PEERS_DIR/trl_ppo.py" --device cuda --bf16 --layers 12 --d-model 768 --heads 12 \
+  --vocab 50257 --ctx 1024 --batch-size 64 --prompt-min 32 --prompt-max 64 --response-len 64 \
+  --iters 10 --warmup 2 --out "$OUT_DIR/peer_trl_gpt2_small.json"
+
+"$PYTHON" - "$OUT_DIR" <<'PY'
+"""Ours / peer for every figure both sides measured; a missing side prints as '-'."""
+import json
+import os
+import sys
+
+out = sys.argv[1]
+
+
+def load(name):
+    path = os.path.join(out, name)
+    return json.load(open(path)) if os.path.exists(path) else {}
+
+
+ours = {}
+if os.path.exists(os.path.join(out, "benchmark.jsonl")):
+    for line in open(os.path.join(out, "benchmark.jsonl")):
+        r = json.loads(line)
+        ours[(r["preset"], r["name"])] = r
+gen = {"gpt2_small": load("peer_gen_gpt2_small.json"), "llama_1b": load("peer_gen_llama_1b.json")}
+trl = load("peer_trl_gpt2_small.json")
+
+
+def get(tree, *keys):
+    for k in keys:
+        if not isinstance(tree, dict) or k not in tree or tree[k] is None:
+            return None
+        tree = tree[k]
+    return float(tree)
+
+
+rows = []
+for preset in ("gpt2_small", "llama_1b"):
+    s, t = ours.get((preset, "sampler"), {}), ours.get((preset, "train_sft"), {})
+    rows += [
+        (preset, "generate new tokens/s", s.get("new_tokens_per_s"),
+         get(gen[preset], "generate", "tokens_per_s"), "higher"),
+        (preset, "decode ms/step", s.get("decode_ms_per_step"),
+         get(gen[preset], "generate", "decode_ms_per_step"), "lower"),
+        (preset, "train tokens/s", t.get("tokens_per_s"),
+         get(gen[preset], "train", "tokens_per_s"), "higher"),
+    ]
+p = ours.get(("gpt2_small", "ppo_iteration"), {})
+rows += [
+    ("gpt2_small", "PPO s/iteration", p.get("run_s"), get(trl, "median_s_per_ppo_iter"), "lower"),
+    ("gpt2_small", "PPO episodes/s", p.get("episodes_per_s"), get(trl, "episodes_per_s"),
+     "higher"),
+    ("gpt2_small", "PPO update s", p.get("update_s"), get(trl, "median_update_s_per_iter"),
+     "lower"),
+]
+fmt = "{:<11} {:<22} {:>12} {:>12} {:>11}  {}"
+print(fmt.format("preset", "figure", "ours", "peer", "ours/peer", "better"))
+for preset, figure, a, b, better in rows:
+    ratio = f"{a / b:.2f}" if a and b else "-"
+    print(fmt.format(preset, figure, f"{a:.4g}" if a else "-", f"{b:.4g}" if b else "-", ratio,
+                     better))
+for key, r in sorted(ours.items()):
+    if "mfu" in r or "bandwidth_fraction" in r or "outside_fraction" in r:
+        extra = {k: round(r[k], 4) for k in ("mfu", "bandwidth_fraction", "limit_ms_per_step",
+                                             "outside_fraction") if k in r}
+        print(f"{key[0]} {key[1]}: {extra}")
+json.dump({"ours": [ours[k] for k in sorted(ours)], "peers": {"generate": gen, "trl_ppo": trl},
+           "table": rows}, open(os.path.join(out, "gpu_bench.json"), "w"), indent=1)
+print(f"raw JSON: {out}/benchmark.jsonl, {out}/peer_*.json, {out}/gpu_bench.json")
+PY
