@@ -155,17 +155,18 @@ def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step):
         jax.random.fold_in(runtime.seed_key(config, "eval"), step))}
     scores, kls, responses = [], [], []
     for lo in range(0, n, b):
-        idx = np.arange(lo, lo + b) % n
+        idx = (np.arange(lo, lo + b) % n)[runtime.process_rows(b)]  # this process's share
         batch = runtime.global_batch(trainer.mesh, {"t": enc["prompt_tokens"][idx],
                                                     "m": enc["prompt_mask"][idx]})
         out = trainer.rollout(eval_state, ref, rm, batch["t"], batch["m"])
         keep = min(b, n - lo)
-        rmask = np.asarray(out.response_mask)[:keep]
-        k1 = (np.asarray(out.logprobs) - np.asarray(out.ref_logprobs))[:keep] * rmask
-        kls.append(k1.sum(1))
-        scores.append(np.asarray(out.scores)[:keep])
+        host = {k: runtime.to_host(getattr(out, k))[:keep] for k in
+                ("response_mask", "logprobs", "ref_logprobs", "scores", "tokens")}
+        rmask = host["response_mask"]
+        kls.append(((host["logprobs"] - host["ref_logprobs"]) * rmask).sum(1))
+        scores.append(host["scores"])
         width = rmask.shape[1]
-        resp = np.asarray(out.tokens)[:keep, -width:]
+        resp = host["tokens"][:, -width:]
         responses += [tok.decode(r[m > 0]) for r, m in zip(resp, rmask)]
         eval_state = {**eval_state, "rng": jax.random.key_data(
             jax.random.fold_in(jax.random.wrap_key_data(eval_state["rng"]), lo + 1))}

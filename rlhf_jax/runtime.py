@@ -82,7 +82,7 @@ def read_config(workdir: str):
         return ml_collections.ConfigDict(json.load(f))
 
 
-def check_vocab(model_cfg, tok: Tokenizer) -> None:
+def check_vocab(model_cfg, tok) -> None:
     if model_cfg.vocab_size < tok.vocab_size:
         raise ValueError(
             f"model.vocab_size={model_cfg.vocab_size} is smaller than the tokenizer's "
@@ -104,6 +104,24 @@ def global_batch(mesh, local: dict) -> dict:
     return {
         k: jax.make_array_from_process_local_data(data, np.asarray(v)) for k, v in local.items()
     }
+
+
+def process_rows(batch_size: int) -> slice:
+    """The rows of a global batch this process feeds (`global_batch` assembles them)."""
+    count, index = jax.process_count(), jax.process_index()
+    if batch_size % count:
+        raise ValueError(f"batch size {batch_size} is not divisible by {count} processes")
+    per = batch_size // count
+    return slice(index * per, (index + 1) * per)
+
+
+def to_host(x) -> np.ndarray:
+    """A device array as numpy on every process, gathering it if it spans several hosts."""
+    if getattr(x, "is_fully_addressable", True) or getattr(x, "is_fully_replicated", False):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def replicated(mesh, tree):

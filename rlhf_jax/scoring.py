@@ -6,6 +6,7 @@ scores on device inside its rollout instead.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from rlhf_jax import runtime
@@ -25,13 +26,15 @@ def score_texts(score_fn, params, norm, tok, turns_list, responses, *, max_len: 
     for lo in range(0, n, batch_size):
         idx = np.arange(lo, lo + batch_size) % n
         local = {k: v[idx] for k, v in rows.items()}
-        if mesh is not None:
-            local = runtime.global_batch(mesh, local)
-        out = score_fn(params, norm, local["tokens"], local["mask"])
+        if mesh is not None:  # each process feeds its share of the rows
+            part = runtime.process_rows(batch_size)
+            local = runtime.global_batch(mesh, {k: v[part] for k, v in local.items()})
+        out = jax.tree.map(runtime.to_host, score_fn(params, norm, local["tokens"],
+                                                     local["mask"]))
         keep = min(batch_size, n - lo)
-        outs["mean"].append(np.asarray(out["mean"])[:keep])
-        outs["std"].append(np.asarray(out["std"])[:keep])
-        outs["members"].append(np.asarray(out["members"])[:, :keep])
+        outs["mean"].append(out["mean"][:keep])
+        outs["std"].append(out["std"][:keep])
+        outs["members"].append(out["members"][:, :keep])
     return {
         "mean": np.concatenate(outs["mean"]),
         "std": np.concatenate(outs["std"]),

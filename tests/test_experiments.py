@@ -18,6 +18,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN = ["--config=configs/lab/pretrain.py", "--config.num_steps=24",
             "--config.eval_every=12", "--config.checkpoint_every=8", "--config.log_every=4",
             "--config.optim.warmup_steps=4", "--config.batch_size=8"]
+SMALL_LAB = ["--config.lab.prompts.train_per_family=8", "--config.lab.prompts.probe_per_family=4"]
+REWARD = ["--config=configs/lab/reward.py:length", *SMALL_LAB, "--config.num_steps=6",
+          "--config.eval_every=6", "--config.checkpoint_every=6", "--config.log_every=2",
+          "--config.optim.warmup_steps=1", "--config.batch_size=16",
+          "--config.data.pairs_per_prompt=1", "--config.data.max_new_tokens=8",
+          "--config.analysis.best_of_n=(1,2)", "--config.analysis.sampling.max_new_tokens=8",
+          "--config.num_members=2"]
+PPO = ["--config=configs/lab/ppo.py", *SMALL_LAB, "--config.num_steps=6",
+       "--config.eval_every=3", "--config.checkpoint_every=2", "--config.ppo.rollout_batch_size=16",
+       "--config.ppo.max_new_tokens=8"]
 SFT = ["--config=configs/lab/sft.py", "--config.num_steps=8", "--config.eval_every=8",
        "--config.log_every=4", "--config.optim.warmup_steps=2", "--config.batch_size=8",
        "--config.eval.max_new_tokens=12"]
@@ -81,11 +91,23 @@ def test_pretrain_resumes_bitwise_after_sigkill(dirs):
         r["step"] for r in read_metrics(str(root / "pretrain"))]
 
 
-def test_sft_from_pretrain_logs_probes(dirs):
+@pytest.fixture(scope="module")
+def sft_dir(dirs):
     root, data = dirs
-    sft = str(root / "sft")
-    out = _run(sft, [*SFT, f"--config.init_from={root / 'pretrain'}"], data)
+    out = _run(str(root / "sft"), [*SFT, f"--config.init_from={root / 'pretrain'}"], data)
     assert "init_from" in out.stdout
+    return str(root / "sft")
+
+
+@pytest.fixture(scope="module")
+def reward_dir(dirs, sft_dir):
+    root, data = dirs
+    _run(str(root / "reward"), [*REWARD, f"--config.init_from={sft_dir}"], data)
+    return str(root / "reward")
+
+
+def test_sft_from_pretrain_logs_probes(sft_dir):
+    sft = sft_dir
     records = read_metrics(sft)
     evals = [r for r in records if "eval/loss" in r]
     assert [r["step"] for r in evals] == [0, 8]  # step 0 scores the base model
@@ -103,3 +125,74 @@ def test_sft_without_tokenizer_is_a_clear_error(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "SFT needs a tokenizer: set config.init_from" in out.stderr
+
+
+def test_reward_from_sft_writes_accuracies_and_analysis(reward_dir):
+    records = read_metrics(reward_dir)
+    last = records[-1]
+    assert last["step"] == 6
+    for name in ("train/loss", "eval/accuracy", "eval/gold_accuracy", "eval/member_accuracy",
+                 "analysis/length_correlation", "analysis/sycophancy_gap", "analysis/bon2_gold"):
+        assert name in last, name
+    analysis = json.load(open(os.path.join(reward_dir, "report", "reward_analysis.json")))
+    assert [row["n"] for row in analysis["best_of_n"]] == [1, 2]
+    assert analysis["panel"]["panel"]["preset"] == "length"
+    # The normaliser was fitted at the last step and saved with the checkpoint.
+    import orbax.checkpoint as ocp
+
+    norm = ocp.StandardCheckpointer().restore(os.path.join(reward_dir, "checkpoints", "6",
+                                                           "norm"))
+    assert np.all(np.asarray(norm["gain"]) != 1.0)
+
+
+def _ppo_cmd(workdir, dirs, sft_dir, reward_dir):
+    _, data = dirs
+    return _cmd(workdir, [*PPO, f"--config.init_from={sft_dir}",
+                          f"--config.reward_from={reward_dir}"], data)
+
+
+def test_ppo_metrics_and_bitwise_resume_after_sigkill(dirs, sft_dir, reward_dir):
+    root, _ = dirs
+    ref = str(root / "ppo")
+    out = subprocess.run(_ppo_cmd(ref, dirs, sft_dir, reward_dir), cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = read_metrics(ref)
+    per_iteration = [r for r in records if "ppo/kl_coef" in r]
+    assert [r["step"] for r in per_iteration] == list(range(1, 7))
+    for name in ("ppo/reward", "ppo/kl", "ppo/kl_coef", "ppo/entropy", "ppo/clipfrac",
+                 "ppo/approxkl", "ppo/value_loss", "ppo/explained_variance",
+                 "ppo/response_length"):
+        assert name in per_iteration[-1], name
+    evals = [r for r in records if "eval/gold_reward" in r]
+    assert [r["step"] for r in evals] == [0, 3, 6]
+    assert evals[0]["eval/kl"] == pytest.approx(0.0, abs=1e-4)  # policy == reference at start
+    for name in ("eval/proxy_reward", "eval/kl", "eval/sycophancy_rate", "eval/format_rate"):
+        assert name in evals[-1], name
+
+    killed = str(root / "ppo_killed")
+    proc = subprocess.Popen(_ppo_cmd(killed, dirs, sft_dir, reward_dir), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not os.path.isdir(os.path.join(killed, "checkpoints", "2")):
+        assert proc.poll() is None and time.time() - t0 < 300
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = subprocess.run(_ppo_cmd(killed, dirs, sft_dir, reward_dir), cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "resumed" in out.stdout, out.stderr[-3000:]
+    import orbax.checkpoint as ocp
+
+    for item in ("policy", "value", "kl_coef", "rng"):
+        a = ocp.StandardCheckpointer().restore(os.path.join(ref, "checkpoints", "6", item))
+        b = ocp.StandardCheckpointer().restore(os.path.join(killed, "checkpoints", "6", item))
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert checkpoint.read_meta(ref) == checkpoint.read_meta(killed)
+
+
+def test_ppo_needs_both_workdirs(tmp_path):
+    out = subprocess.run(_cmd(str(tmp_path / "w"), PPO, str(tmp_path / "d")), cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "PPO needs config.init_from (an SFT workdir) and config.reward_from" in out.stderr

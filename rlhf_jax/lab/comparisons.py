@@ -10,6 +10,8 @@ response came from. One panel member, drawn at random, labels each pair.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import jax
 import numpy as np
@@ -120,9 +122,13 @@ def load_or_collect(config, data_dir: str, split: str, prompts, collect_fn) -> d
     from rlhf_jax.data import tfds_builders  # noqa: PLC0415
     from rlhf_jax.lab import datasets  # noqa: PLC0415
 
-    name = f"lab_preferences_{split}"
     meta = {"panel": config.panel.to_dict(), "data": config.data.to_dict(),
-            "lab": datasets.fingerprint(config.lab), "init_from": config.init_from}
+            "lab": datasets.fingerprint(config.lab), "init_from": config.init_from,
+            "seed": config.seed}
+    # The name carries a hash of everything the labels depend on: another panel or policy
+    # gets its own dataset instead of reading this one.
+    digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
+    name = f"lab_preferences_{split}_{digest[:10]}"
     try:
         source = tfds_builders.load_split(name, data_dir, "train")
         report = tfds_builders.load_metadata(name, data_dir).get("report", {})

@@ -191,7 +191,9 @@ def evaluate_rows(trainer: LMTrainer, eval_step, params, rows: dict, batch_size:
         weight = (np.arange(lo, lo + batch_size) < n).astype(np.float32)[:, None]
         local = {k: v[idx] for k, v in rows.items()}
         local["loss_mask"] = local["loss_mask"] * weight  # wrapped-around rows count zero
-        s, c = eval_step(params, runtime.global_batch(trainer.mesh, local))
+        part = runtime.process_rows(batch_size)  # each process feeds its share of the rows
+        s, c = eval_step(params, runtime.global_batch(trainer.mesh, {k: v[part] for k, v in
+                                                                     local.items()}))
         total, count = total + float(s), count + float(c)
     loss = total / max(count, 1.0)
     return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0))}
