@@ -101,6 +101,13 @@ def barrier(name: str) -> None:
 def global_batch(mesh, local: dict) -> dict:
     """This process's rows of a batch -> global arrays sharded over the batch axes."""
     data = sharding.batch_sharding(mesh)
+    ways = mesh.shape["data"] * mesh.shape["fsdp"]
+    rows = next(iter(local.values())).shape[0] * jax.process_count()
+    if rows % ways:
+        raise ValueError(
+            f"a batch of {rows} rows cannot be split over the mesh's data x fsdp = {ways} "
+            "devices; make the batch size a multiple of it (or change config.mesh)"
+        )
     return {
         k: jax.make_array_from_process_local_data(data, np.asarray(v)) for k, v in local.items()
     }
