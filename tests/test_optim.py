@@ -1,4 +1,4 @@
-"""rlhf_jax.train.optim: schedule values, errors, accumulation and the weight-decay mask."""
+"""rlhf_jax.train.optim: schedule values, errors, a hand AdamW step and the weight-decay mask."""
 
 import math
 
@@ -86,7 +86,7 @@ def _linear_loss(params, x, y):
     return jnp.mean(jnp.square(pred - y))
 
 
-def test_accumulation_equals_full_batch_and_hand_adamw():
+def test_first_step_equals_hand_adamw_with_clipping():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(8, 3)), jnp.float32)
     y = jnp.asarray(rng.normal(size=(8, 2)), jnp.float32)
@@ -112,24 +112,6 @@ def test_accumulation_equals_full_batch_and_hand_adamw():
     )
     np.testing.assert_allclose(p_full["dense"]["bias"], -step(g_c["bias"]), atol=1e-6)
 
-    # A second full-batch step, so the comparison also covers Adam's moment updates.
-    upd, _ = full.update(grad_fn(p_full, x, y), full_state, p_full)
-    p_full2 = optax.apply_updates(p_full, upd)
-
-    accum = optim.make_optimizer(_cfg(**base, accumulation_steps=2), total_steps=10)
-    state = accum.init(params)
-    p = params
-    for i, half in enumerate([slice(0, 4), slice(4, 8)] * 2):
-        before = p
-        upd, state = accum.update(grad_fn(p, x[half], y[half]), state, p)
-        p = optax.apply_updates(p, upd)
-        if i % 2 == 0:  # no update until the second microbatch
-            jax.tree_util.tree_map(np.testing.assert_array_equal, p, before)
-        if i == 1:
-            jax.tree_util.tree_map(
-                lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), p, p_full
-            )
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), p, p_full2)
 
 
 class _Tiny(nnx.Module):

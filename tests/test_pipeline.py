@@ -96,3 +96,15 @@ def test_rerun_trains_nothing_and_rewrites_the_same_report(pipeline):
         assert len(read_metrics(str(root / phase))) == steps[phase]
     for p, content in before.items():
         assert open(root / "report" / p, "rb").read() == content
+
+
+def test_compare_table_reads_the_run(pipeline):
+    from rlhf_jax import compare
+
+    root, _ = pipeline
+    text = compare.table([str(root)])
+    reward = [r for r in read_metrics(str(root / "reward")) if "eval/accuracy" in r][-1]
+    rlhf = json.load(open(root / "eval" / "rlhf.json"))["metrics"]
+    assert f"| RM held-out accuracy vs panel labels | {reward['eval/accuracy']:.2f} |" in text
+    assert f"| KL(RLHF ‖ SFT) per sequence, nats | {rlhf['kl']:.2f} |" in text
+    assert text.splitlines()[0] == "| figure | human_like |"

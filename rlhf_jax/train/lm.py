@@ -70,11 +70,8 @@ class LMTrainer:
 def make_trainer(model_cfg, optim_cfg, total_steps: int, mesh, rules) -> LMTrainer:
     """Builds the static parts of LM training for `total_steps` optimiser updates."""
     cfg = models.ModelConfig.from_config(model_cfg)
-    accumulation = int(optim_cfg.accumulation_steps)
-    one_step = optim_cfg.copy_and_resolve_references()
-    with one_step.unlocked():
-        one_step.accumulation_steps = 1  # accumulation happens inside train_step
-    tx = optim.make_optimizer(one_step, total_steps)
+    accumulation = int(optim_cfg.accumulation_steps)  # microbatches inside train_step
+    tx = optim.make_optimizer(optim_cfg, total_steps)
     graphdef, _ = abstract_model(cfg)
 
     def init(rng):
@@ -86,7 +83,7 @@ def make_trainer(model_cfg, optim_cfg, total_steps: int, mesh, rules) -> LMTrain
     return LMTrainer(
         graphdef=graphdef,
         tx=tx,
-        schedule=optim.make_schedule(one_step, total_steps),
+        schedule=optim.make_schedule(optim_cfg, total_steps),
         mesh=mesh,
         state_shardings=shardings,
         accumulation_steps=accumulation,

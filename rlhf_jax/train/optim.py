@@ -1,10 +1,11 @@
 """The optimiser every phase uses: clip by global norm, then AdamW on a warmup + decay schedule.
 
 Weight decay applies to matrices only: norm scales and biases (1-D, or stacked
-per layer into 2-D) are left alone. With ``accumulation_steps = k > 1`` the
-optimiser averages k microbatch gradients (``optax.MultiSteps``) and updates on
-every k-th call; the schedule counts those updates, so ``total_steps`` is the
-number of optimiser updates, not of microbatches.
+per layer into 2-D) are left alone. ``accumulation_steps`` is read by the train
+steps (rlhf_jax/train/lm.py, reward.py), which split a batch into that many
+microbatches inside one jitted step and divide summed losses by the whole
+batch's count; the optimiser itself always sees one gradient per update, and
+``total_steps`` counts updates.
 """
 
 from __future__ import annotations
@@ -121,11 +122,7 @@ def decay_mask(params):
 
 
 def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
-    """clip_by_global_norm -> AdamW(schedule, decay mask), wrapped in MultiSteps when k > 1.
-
-    Clipping sees the accumulated (averaged) gradient, so an accumulated update
-    equals the update on the full batch.
-    """
+    """clip_by_global_norm -> AdamW(schedule, decay mask), one update per call."""
     schedule = make_schedule(cfg, total_steps)
     parts = []
     if float(cfg.grad_clip) > 0:
@@ -140,8 +137,4 @@ def make_optimizer(cfg, total_steps: int) -> optax.GradientTransformation:
             mask=decay_mask,
         )
     )
-    optimizer = optax.chain(*parts)
-    steps = int(cfg.accumulation_steps)
-    if steps > 1:
-        optimizer = optax.MultiSteps(optimizer, every_k_schedule=steps).gradient_transformation()
-    return optimizer
+    return optax.chain(*parts)

@@ -265,11 +265,8 @@ def make_trainer(
     if not isinstance(num_members, int) or num_members < 1:
         raise ValueError(f"num_members must be an integer >= 1, got {num_members!r}")
     cfg = models.ModelConfig.from_config(model_cfg)
-    accumulation = int(optim_cfg.accumulation_steps)
-    one_step = optim_cfg.copy_and_resolve_references()
-    with one_step.unlocked():
-        one_step.accumulation_steps = 1  # accumulation happens inside train_step
-    tx = optim.make_optimizer(one_step, total_steps)
+    accumulation = int(optim_cfg.accumulation_steps)  # microbatches inside train_step
+    tx = optim.make_optimizer(optim_cfg, total_steps)
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: ScalarModel(cfg, jax.random.key(0))))
 
     def init_member(rng):
@@ -302,7 +299,7 @@ def make_trainer(
     trainer = RewardTrainer(
         graphdef=graphdef,
         tx=tx,
-        schedule=optim.make_schedule(one_step, total_steps),
+        schedule=optim.make_schedule(optim_cfg, total_steps),
         mesh=mesh,
         state_shardings=shardings,
         abstract=jax.eval_shape(init, jax.random.key(0), None),
