@@ -66,18 +66,7 @@ def _jsonl_data(config, workdir):
         tfds_builders.build_preference_dataset(name, out, config.data.manual_dir,
                                                skip_bad=config.data.skip_bad)
     runtime.barrier("preferences_built")
-
-    def load(split):
-        return [tfds_builders.example_to_record(r)
-                for r in tfds_builders.load_split(name, out, split)]
-
-    train = load("train")
-    try:
-        held_out = load("validation")
-    except jsonl.DataError:
-        cut = max(1, int(len(train) * config.data.eval_fraction))
-        train, held_out = train[:-cut], train[-cut:]
-    return train, held_out
+    return tfds_builders.train_and_held_out(name, out, config.data.eval_fraction)
 
 
 def _records(columns, order: str) -> list[jsonl.PreferenceRecord]:

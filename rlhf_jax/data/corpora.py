@@ -21,10 +21,6 @@ def data_dir(config, workdir: str) -> str:
     return config.data.data_dir or os.path.join(workdir, "data")
 
 
-def _split_texts(source) -> list[str]:
-    return [record["text"] for record in source]
-
-
 def load_text_corpus(config, workdir: str) -> tuple[list[str], list[str]]:
     """(train, eval) documents from ``config.data.manual_dir``.
 
@@ -42,19 +38,8 @@ def load_text_corpus(config, workdir: str) -> tuple[list[str], list[str]]:
         tfds_builders.build_text_corpus_dataset(name, out, manual_dir,
                                                 skip_bad=config.data.skip_bad)
     runtime.barrier("text_corpus_built")
-    meta = tfds_builders.load_metadata(name, out)
-    skipped = meta.get("skipped", {})
-    if any(skipped.values()):
-        print(f"text corpus: skipped bad records {skipped}", flush=True)
-    train = _split_texts(tfds_builders.load_split(name, out, "train"))
-    try:
-        held_out = _split_texts(tfds_builders.load_split(name, out, "validation"))
-    except tfds_builders.DataError:
-        cut = max(1, int(len(train) * config.data.eval_fraction))
-        train, held_out = train[:-cut], train[-cut:]
-    if not train:
-        raise ValueError(f"{manual_dir}: the training split has no documents")
-    return train, held_out
+    train, held_out = tfds_builders.train_and_held_out(name, out, config.data.eval_fraction)
+    return [r.text for r in train], [r.text for r in held_out]
 
 
 def load_corpus(config, workdir: str) -> tuple[list[str], list[str]]:

@@ -44,15 +44,7 @@ def load_records(config, workdir: str) -> tuple[list[jsonl.SFTRecord], list[json
             tfds_builders.build_sft_dataset(name, out, config.data.manual_dir,
                                             skip_bad=config.data.skip_bad)
         runtime.barrier("sft_dataset_built")
-        load = lambda split: [tfds_builders.example_to_record(r)  # noqa: E731
-                              for r in tfds_builders.load_split(name, out, split)]
-        train = load("train")
-        try:
-            held_out = load("validation")
-        except jsonl.DataError:
-            cut = max(1, int(len(train) * config.data.eval_fraction))
-            train, held_out = train[:-cut], train[-cut:]
-        return train, held_out
+        return tfds_builders.train_and_held_out(name, out, config.data.eval_fraction)
     raise ValueError(f"config.data.source={source!r}; expected one of {list(SOURCES)}")
 
 

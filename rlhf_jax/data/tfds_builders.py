@@ -409,3 +409,27 @@ def build_preference_dataset(name, data_dir, manual_dir, version="1.0.0", skip_b
         PREFERENCE_FEATURES,
         skip_bad,
     )
+
+
+def train_and_held_out(name: str, data_dir: str, eval_fraction: float) -> tuple[list, list]:
+    """Records (jsonl record types) of a manual_dir dataset's `train` and `validation` splits.
+
+    Without a `validation` split, the last `eval_fraction` of `train` is held out.
+    Records that were skipped as bad when it was built are counted in the log.
+    """
+    skipped = load_metadata(name, data_dir).get("skipped", {})
+    if any(any(v.values()) if isinstance(v, dict) else v for v in skipped.values()):
+        print(f"{name}: bad records skipped when built: {skipped}", flush=True)
+
+    def load(split):
+        return [example_to_record(r) for r in load_split(name, data_dir, split)]
+
+    train = load("train")
+    try:
+        held_out = load("validation")
+    except DataError:
+        cut = max(1, int(len(train) * eval_fraction))
+        train, held_out = train[:-cut], train[-cut:]
+    if not train:
+        raise DataError(f"dataset {name!r} in {data_dir}: the training split is empty")
+    return train, held_out
