@@ -253,8 +253,8 @@ def _probe_section(doc: Document, inp: _Inputs):
     if any(m.startswith("gold_reward/") for m in names):
         glossary.append("`gold_reward/<family>`: mean gold reward on one prompt family.")
     if any(m.startswith(("covered/", "uncovered/")) for m in names):
-        glossary.append("`covered/*`, `uncovered/*`: the same on prompts whose facts the "
-                        "pretraining corpus does or does not contain.")
+        glossary.append("`covered/*`, `uncovered/*`: the same on prompts whose family and "
+                        "entity the SFT demonstrations did or did not cover (extrapolation).")
     doc.items(glossary)
     for before, after, watched in (("base", "SFT", ("format_rate", "gold_reward")),
                                    ("SFT", "RLHF", (*FAILURE_RATES, "mean_length",
