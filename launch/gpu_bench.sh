@@ -13,8 +13,7 @@
 # (default launch/peers/, keep it out of git) beforehand, on a machine with network:
 #   launch/peers/hf_generate_bench.py, launch/peers/trl_ppo.py   (from shared/peers/)
 #   launch/peers/wheels/  Python 3.12, manylinux x86_64 / pure-Python wheels:
-#     for rlhf_jax:  ml_collections 1.1.0 (the library's configs are ml_collections),
-#                    sentencepiece 0.2.x (until rlhf_jax/runtime.py loads the tokenizer lazily)
+#     for rlhf_jax:  ml_collections 1.1.0 (the library's configs are ml_collections)
 #     for trl_ppo.py: trl 0.19.1, transformers 4.52.4, tokenizers 0.21.4, huggingface_hub 0.36.2,
 #                    datasets 3.6.0, accelerate 1.8.1, dill 0.3.8, multiprocess 0.70.16,
 #                    fsspec 2025.3.0
@@ -46,7 +45,7 @@ wheel() {  # the one wheel in $PEERS_DIR/wheels whose file name starts with $1
   echo "${found[0]}"
 }
 OURS_WHEELS=()
-for name in ml_collections sentencepiece; do
+for name in ml_collections; do
   w=$(wheel "$name")  # a plain assignment, so a missing wheel stops the script (set -e)
   OURS_WHEELS+=("$w")
 done
