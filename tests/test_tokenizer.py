@@ -75,3 +75,19 @@ def test_chat_template_errors():
     assert chat.render_prompt([("user", "a"), ("assistant", "b"), ("user", "c")]) == (
         "User: a\nAssistant: b\nUser: c\nAssistant:"
     )
+
+
+def test_pad_equal_to_eos_is_refused():
+    import io
+
+    import sentencepiece as spm
+
+    proto = io.BytesIO()
+    # A model without a pad id, like the Llama tokenizer.
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS), model_writer=proto,
+                                   vocab_size=120, pad_id=-1, unk_id=0, bos_id=1, eos_id=2,
+                                   hard_vocab_limit=False, minloglevel=2)
+    tok = Tokenizer(proto.getvalue())
+    assert tok.pad_id == tok.unk_id != tok.eos_id  # the fallback is unk, never eos
+    with pytest.raises(ValueError, match="pad id == eos id == 2; pad must differ from eos"):
+        Tokenizer(proto.getvalue(), pad_fallback=2)
