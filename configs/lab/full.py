@@ -5,9 +5,12 @@
 Same world and probes as the quickstart, with a 4-layer, 256-wide model
 (~3M parameters), ten times the pretraining, longer SFT, four comparison
 pairs per prompt, a 3-member reward ensemble and 200 PPO iterations of 64
-rollouts. The quickstart's base model is too small to carry the world's facts
-into its SFT answers (easy-fact accuracy stays near 0 there); this size is
-the first to try for that. Roughly an hour on a 2-core CPU; minutes on a GPU.
+rollouts. Roughly an hour on a 2-core CPU (pretraining alone 25 min); minutes
+on a GPU. Measured on 2026-11-27 (2 cores, through SFT): pretraining reaches
+train loss 0.09 while held-out loss rises from 1.43 (step 500) to 1.75, and
+SFT lifts format rate from 0.09 to 0.97 but not easy-fact accuracy (base
+0.125, SFT 0.094 at step 300): at this size too the facts the base model
+states in FAQ form do not carry into its answers to new questions.
 """
 
 from configs import quickstart
