@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from rlhf_jax import checkpoint, runtime, scoring
-from rlhf_jax.data import batching, jsonl, tfds_builders
+from rlhf_jax.data import batching, corpora, jsonl, tfds_builders
 from rlhf_jax.data.iterator import BatchIterator
 from rlhf_jax.metrics import MetricWriter
 from rlhf_jax.train import lm, reward
@@ -61,12 +61,9 @@ def _lab_data(config, workdir, tok, graphdef, sft, mesh):
 
 
 def _jsonl_data(config, workdir):
-    name, out = config.data.name or "preferences_jsonl", _data_dir(config, workdir)
-    if jax.process_index() == 0:
-        tfds_builders.build_preference_dataset(name, out, config.data.manual_dir,
-                                               skip_bad=config.data.skip_bad)
-    runtime.barrier("preferences_built")
-    return tfds_builders.train_and_held_out(name, out, config.data.eval_fraction)
+    return corpora.load_local_dataset(
+        config, workdir, tfds_builders.build_preference_dataset, "preferences_jsonl",
+        "train.jsonl and optional validation.jsonl of preference or HH-RLHF records")
 
 
 def _records(columns, order: str) -> list[jsonl.PreferenceRecord]:

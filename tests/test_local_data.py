@@ -96,3 +96,18 @@ def test_malformed_preference_line_names_file_and_line(files, tmp_path):
                           f"--config.data.manual_dir={files / 'bad'}", "--config.num_steps=1"])
     assert out.returncode != 0
     assert f"{files / 'bad' / 'train.jsonl'}:4:" in out.stderr
+
+
+@pytest.mark.parametrize("config, expected", [
+    ("configs/local/sft_jsonl.py", "train.jsonl and optional validation.jsonl"),
+    ("configs/local/reward_jsonl.py", "train.jsonl and optional validation.jsonl of preference"),
+    ("configs/local/pretrain_text.py", "train.txt / train.jsonl"),
+])
+def test_missing_manual_dir_is_a_clear_error(config, expected, tmp_path):
+    from rlhf_jax.data.tokenizer import Tokenizer
+
+    tok = str(tmp_path / "tok.model")
+    Tokenizer.train([f"{c} {k}." for c, k in CITIES] * 10, 64).save(tok)
+    out = _run(str(tmp_path / "w"), [f"--config={config}", f"--config.tokenizer.path={tok}"])
+    assert out.returncode != 0
+    assert f"needs config.data.manual_dir (a folder with {expected}" in out.stderr

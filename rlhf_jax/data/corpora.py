@@ -21,24 +21,29 @@ def data_dir(config, workdir: str) -> str:
     return config.data.data_dir or os.path.join(workdir, "data")
 
 
-def load_text_corpus(config, workdir: str) -> tuple[list[str], list[str]]:
-    """(train, eval) documents from ``config.data.manual_dir``.
+def load_local_dataset(config, workdir: str, build_fn, default_name: str, files: str):
+    """(train, held-out) records of a TFDS dataset built from ``config.data.manual_dir``.
 
-    The folder holds ``train.txt|.jsonl`` (or ``train/``) and optionally
-    ``validation.*``; without a validation split the last
-    ``config.data.eval_fraction`` of the training documents is held out.
+    `build_fn` is one of the tfds_builders manual_dir builders; process 0 builds
+    (once), every process reads. Without a validation split the last
+    ``config.data.eval_fraction`` of train is held out. `files` says what the
+    folder should hold, for the error when no folder is given.
     """
-    manual_dir = config.data.manual_dir
-    if not manual_dir:
-        raise ValueError("config.data.source='text' needs config.data.manual_dir (a folder of "
-                         "train.txt / train.jsonl and optional validation.* files)")
-    name = config.data.name or "text_corpus"
-    out = data_dir(config, workdir)
+    if not config.data.manual_dir:
+        raise ValueError(f"config.data.source={config.data.source!r} needs "
+                         f"config.data.manual_dir (a folder with {files})")
+    name, out = config.data.name or default_name, data_dir(config, workdir)
     if jax.process_index() == 0:
-        tfds_builders.build_text_corpus_dataset(name, out, manual_dir,
-                                                skip_bad=config.data.skip_bad)
-    runtime.barrier("text_corpus_built")
-    train, held_out = tfds_builders.train_and_held_out(name, out, config.data.eval_fraction)
+        build_fn(name, out, config.data.manual_dir, skip_bad=config.data.skip_bad)
+    runtime.barrier(f"{name}_built")
+    return tfds_builders.train_and_held_out(name, out, config.data.eval_fraction)
+
+
+def load_text_corpus(config, workdir: str) -> tuple[list[str], list[str]]:
+    """(train, eval) documents from ``config.data.manual_dir`` (see load_local_dataset)."""
+    train, held_out = load_local_dataset(
+        config, workdir, tfds_builders.build_text_corpus_dataset, "text_corpus",
+        "train.txt / train.jsonl and optional validation.* files")
     return [r.text for r in train], [r.text for r in held_out]
 
 

@@ -7,19 +7,15 @@ and cannot attend to each other.
 
 from __future__ import annotations
 
-import os
-
-import jax
 import numpy as np
 
-from rlhf_jax import runtime
-from rlhf_jax.data import batching, jsonl, tfds_builders
+from rlhf_jax.data import batching, corpora, jsonl, tfds_builders
 
 SOURCES = ("lab", "jsonl")
 
 
 def _data_dir(config, workdir):
-    return config.data.data_dir or os.path.join(workdir, "data")
+    return corpora.data_dir(config, workdir)
 
 
 def load_records(config, workdir: str) -> tuple[list[jsonl.SFTRecord], list[jsonl.SFTRecord]]:
@@ -36,15 +32,8 @@ def load_records(config, workdir: str) -> tuple[list[jsonl.SFTRecord], list[json
         keep = sorted(order[cut:])
         return [records[i] for i in keep], [records[i] for i in held_out]
     if source == "jsonl":
-        if not config.data.manual_dir:
-            raise ValueError("config.data.source='jsonl' needs config.data.manual_dir (a folder "
-                             "with train.jsonl and optional validation.jsonl)")
-        name, out = config.data.name or "sft_jsonl", _data_dir(config, workdir)
-        if jax.process_index() == 0:
-            tfds_builders.build_sft_dataset(name, out, config.data.manual_dir,
-                                            skip_bad=config.data.skip_bad)
-        runtime.barrier("sft_dataset_built")
-        return tfds_builders.train_and_held_out(name, out, config.data.eval_fraction)
+        return corpora.load_local_dataset(config, workdir, tfds_builders.build_sft_dataset,
+                                          "sft_jsonl", "train.jsonl and optional validation.jsonl")
     raise ValueError(f"config.data.source={source!r}; expected one of {list(SOURCES)}")
 
 
