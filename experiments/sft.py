@@ -47,6 +47,11 @@ def run(config, workdir):
     eval_rows = sft_data.to_rows(tok, held_out, config.data.seq_len, pack=False)
     print(f"sft: {len(train)} demonstrations in {len(train_rows['tokens'])} rows "
           f"({'packed' if pack else 'one per row'}), {len(held_out)} held out", flush=True)
+    replay = sft_data.replay_rows(config, workdir, tok, len(train_rows["tokens"]))
+    if replay is not None:
+        print(f"sft: {len(replay['tokens'])} rows of {config.data.replay_source} pretraining "
+              f"text replayed (replay_fraction {config.data.replay_fraction})", flush=True)
+        train_rows = sft_data.with_replay(train_rows, replay)
     probe = lab_probe_eval(config, workdir, tok) if config.data.source == "lab" else None
     lm_run.train_lm(config, workdir, train_rows=train_rows, eval_rows=eval_rows,
                     extra_eval=probe, desc="sft", eval_at_start=True)

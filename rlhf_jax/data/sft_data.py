@@ -12,6 +12,7 @@ import numpy as np
 from rlhf_jax.data import batching, corpora, jsonl, tfds_builders
 
 SOURCES = ("lab", "jsonl")
+REPLAY_SOURCES = ("lab", "text")
 
 
 def _data_dir(config, workdir):
@@ -48,3 +49,52 @@ def to_rows(tok, records, max_len: int, pack: bool, truncation: str = "left_prom
         used = batch["segment_ids"].max(axis=1) > 0
         parts.append({k: v[used] for k, v in batch.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def replay_rows(config, workdir: str, tok, demo_rows: int) -> dict | None:
+    """Pretraining rows mixed into SFT so the model keeps what pretraining taught it.
+
+    ``config.data.replay_fraction`` f of the rows the SFT iterator draws from are
+    documents of ``config.data.replay_source`` ("lab": the lab corpus; "text":
+    local text files in ``config.data.replay_dir``), packed as in pretraining
+    with the loss on every token: ``round(f / (1 - f) * demo_rows)`` rows, a
+    fixed random choice (seeded) when the corpus has more. None when f is 0.
+    """
+    fraction = float(config.data.get("replay_fraction", 0.0))
+    if fraction == 0.0:
+        return None
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"config.data.replay_fraction={fraction} must be in [0, 1)")
+    source = config.data.get("replay_source", "lab")
+    if source not in REPLAY_SOURCES:
+        raise ValueError(
+            f"config.data.replay_source={source!r}; expected one of {list(REPLAY_SOURCES)}"
+        )
+    corpus_config = config.copy_and_resolve_references()
+    with corpus_config.unlocked():
+        corpus_config.data.source = source
+        if source == "text":
+            if not config.data.get("replay_dir", ""):
+                raise ValueError("config.data.replay_source='text' needs config.data.replay_dir, "
+                                 "a folder with train.txt or train.jsonl")
+            corpus_config.data.manual_dir = config.data.replay_dir
+            corpus_config.data.name = ""
+    texts, _ = corpora.load_corpus(corpus_config, workdir)
+    rows = batching.pack_documents(tok.encode_batch(texts), config.data.seq_len, tok.bos_id,
+                                   tok.pad_id)
+    want = max(1, round(fraction / (1.0 - fraction) * demo_rows))
+    have = len(rows["tokens"])
+    pick = np.sort(np.random.default_rng([config.seed, 12]).permutation(have)[:want])
+    if want > have:
+        pick = np.arange(want) % have  # a small corpus repeats
+    return {k: v[pick] for k, v in rows.items()}
+
+
+def with_replay(rows: dict, replay: dict | None) -> dict:
+    """The SFT rows followed by the replay rows (same keys, same row length)."""
+    if replay is None:
+        return rows
+    missing = sorted(set(rows) ^ set(replay))
+    if missing:
+        raise ValueError(f"SFT and replay rows differ in their fields: {missing}")
+    return {k: np.concatenate([rows[k], replay[k].astype(rows[k].dtype)]) for k in rows}
