@@ -46,11 +46,13 @@ def test_corpus_kinds_present(lab):
     assert any(d.startswith(("Quiz", "Questions", "Things", "Homework")) for d in docs)
 
 
-def test_demonstrations_cover_only_covered_train_prompts(lab):
+def test_demonstrations_cover_only_covered_train_and_demo_prompts(lab):
     cfg, _, prompts, _ = lab
     demos = corpus.demonstrations(prompts, cfg)
-    covered = [p for p in prompts if p.split == "train" and p.covered]
+    covered = [p for p in prompts if p.split in ("train", "demo") and p.covered]
     assert [d.prompt for d in demos] == covered
+    extra = [d for d in demos if d.prompt.split == "demo"]
+    assert extra and {d.prompt.family for d in extra} == {"fact_easy"}
     assert not any(d.prompt.family in cfg.coverage.uncovered_families for d in demos)
     styles = {d.style for d in demos}
     assert styles <= set(cfg.demonstrations.style_mixture) and "concise" in styles

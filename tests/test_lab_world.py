@@ -3,6 +3,7 @@
 import collections
 import re
 
+import ml_collections
 import pytest
 
 from rlhf_jax.lab import prompts as prompts_lib
@@ -17,8 +18,13 @@ def _config(seed=SEED, **overrides):
     cfg = default_lab_config()
     cfg.seed = seed
     for dotted, value in overrides.items():
-        section, field = dotted.split("__")
-        cfg[section][field] = value
+        *path, field = dotted.split("__")
+        node = cfg
+        for name in path:
+            node = node[name]
+        if isinstance(value, dict):
+            value = ml_collections.ConfigDict(value)
+        node[field] = value
     return cfg
 
 
@@ -78,10 +84,22 @@ def test_every_family_in_both_splits_with_disjoint_prompts(lab):
     for family in FAMILIES:
         assert counts[(family, "train")] == cfg.prompts.train_per_family
         assert counts[(family, "probe")] == cfg.prompts.probe_per_family
+        assert counts[(family, "demo")] == cfg.prompts.extra_demonstrations[family]
         train = {p.turns for p in prompts_lib.prompts_by(prompts, family, "train")}
         probe = {p.turns for p in prompts_lib.prompts_by(prompts, family, "probe")}
+        demo = {p.turns for p in prompts_lib.prompts_by(prompts, family, "demo")}
         assert len(train) == cfg.prompts.train_per_family and not train & probe
+        assert not demo & (train | probe)
     assert len({p.id for p in prompts}) == len(prompts)
+
+
+def test_extra_demonstrations_leave_train_and_probe_prompts_unchanged(lab):
+    cfg, world, prompts = lab
+    assert cfg.prompts.extra_demonstrations.fact_easy > 0
+    fewer = cfg.copy_and_resolve_references()
+    fewer.prompts.extra_demonstrations.fact_easy = 0
+    without = prompts_lib.make_prompts(world, fewer)
+    assert without == [p for p in prompts if p.split != "demo"]
 
 
 def _lookup(world, question):
@@ -250,6 +268,12 @@ def test_world_config_errors(overrides, message):
         ({"prompts__belief_wrong_fraction": 1.5}, r"prompts.belief_wrong_fraction must lie in"),
         ({"coverage__uncovered_families": ("facts",)}, r"unknown families \['facts'\]"),
         ({"prompts__train_per_family": 400}, r"family 'fact_easy' has only 256 distinct"),
+        ({"prompts__extra_demonstrations__fact_easy": 300},
+         r"family 'fact_easy' has only 256 .* prompts.extra_demonstrations.fact_easy asks for"),
+        ({"prompts__extra_demonstrations__fact_easy": -1},
+         r"prompts.extra_demonstrations.fact_easy must be an integer >= 0, got -1"),
+        ({"prompts__extra_demonstrations": {"facts": 3}},
+         r"prompts.extra_demonstrations names unknown families \['facts'\]"),
     ],
 )
 def test_prompt_config_errors(lab, overrides, message):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from rlhf_jax.lab.types import FAMILIES
+
 
 def default_lab_config() -> ml_collections.ConfigDict:
     """Returns the lab's default configuration (unlocked, so that it can be nested).
@@ -24,6 +26,12 @@ def default_lab_config() -> ml_collections.ConfigDict:
       world.max_country_syllables: country and capital names have 2 to this many
         syllables; every other name has 2.
       prompts.train_per_family / probe_per_family: prompts per family and split.
+      prompts.extra_demonstrations.<family>: prompts of that family, beyond the
+        train and probe ones, that only SFT demonstrations answer (the "demo"
+        split). Contractors write many answers to plain factual questions: with
+        only the 24 covered train prompts of ``fact_easy``, SFT teaches the
+        answer format but the small base models do not learn to state the
+        facts they know in it (measured in README, "SFT").
       prompts.belief_wrong_fraction: fraction of ``user_belief`` prompts whose
         stated belief is wrong (``pushback`` beliefs are always wrong).
       prompts.belief_arith_fraction: fraction of ``user_belief`` and ``pushback``
@@ -52,6 +60,10 @@ def default_lab_config() -> ml_collections.ConfigDict:
     cfg.prompts.probe_per_family = 16
     cfg.prompts.belief_wrong_fraction = 0.5
     cfg.prompts.belief_arith_fraction = 0.25
+    cfg.prompts.extra_demonstrations = ml_collections.ConfigDict(
+        {family: 0 for family in FAMILIES}
+    )
+    cfg.prompts.extra_demonstrations.fact_easy = 128
 
     cfg.coverage = ml_collections.ConfigDict()
     cfg.coverage.uncovered_families = ("pushback", "request_risky")

@@ -186,7 +186,7 @@ class Demonstration:
 
 
 def demonstrations(prompts: list[Prompt], cfg) -> list[Demonstration]:
-    """One demonstration per covered training prompt, styles drawn from the mixture.
+    """One demonstration per covered "train" or "demo" prompt, styles drawn from the mixture.
 
     A style that does not apply to a family (see render.APPLICABLE) falls back
     to "concise", so the mixture is exact only where every style applies.
@@ -197,7 +197,8 @@ def demonstrations(prompts: list[Prompt], cfg) -> list[Demonstration]:
     weights /= weights.sum()
     rng = np.random.default_rng([int(cfg.seed), 8])
     out = []
-    for p in prompts_lib.prompts_by(prompts, split="train", covered=True):
+    chosen = [p for p in prompts if p.split in ("train", "demo") and p.covered]
+    for p in chosen:
         style = styles[int(rng.choice(len(styles), p=weights))]
         if style not in render.applicable_styles(p.family):
             style = "concise"

@@ -1,4 +1,4 @@
-"""The lab's prompts: every family of ``types.FAMILIES``, for the "train" and "probe" splits.
+"""The lab's prompts: every family of ``types.FAMILIES``, for the "train", "probe" and "demo" splits.
 
 Each prompt carries its ground truth (answer, candidates, user belief, business
 flaw, coverage), so that scoring never looks anything up. Within a family no
@@ -20,7 +20,7 @@ import numpy as np
 from rlhf_jax.lab import world as world_lib
 from rlhf_jax.lab.types import FAMILIES, Prompt
 
-SPLITS = ("train", "probe")
+SPLITS = ("train", "probe", "demo")
 
 COUNTRY_ATTRIBUTES = ("capital", "export", "language", "population", "founded")
 PERSON_ATTRIBUTES = ("birth_year", "profession", "country")
@@ -213,8 +213,9 @@ def _pick(pool: Sequence, count: int, family: str, rng: np.random.Generator) -> 
     if count > len(pool):
         raise ValueError(
             f"family {family!r} has only {len(pool)} distinct prompts in this world, but "
-            f"prompts.train_per_family + prompts.probe_per_family asks for {count}; lower them "
-            f"or enlarge the world"
+            f"prompts.train_per_family + prompts.probe_per_family + "
+            f"prompts.extra_demonstrations.{family} asks for {count}; lower them or enlarge "
+            f"the world"
         )
     return [pool[i] for i in rng.permutation(len(pool))[:count]]
 
@@ -400,6 +401,19 @@ def _check(world: world_lib.World, cfg: ml_collections.ConfigDict) -> None:
     ):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"config field {name} must lie in [0, 1], got {value!r}")
+    extra = dict(p.get("extra_demonstrations", {}))
+    unknown = sorted(set(extra) - set(FAMILIES))
+    if unknown:
+        raise ValueError(
+            f"config field prompts.extra_demonstrations names unknown families {unknown}; "
+            f"expected names from {FAMILIES}"
+        )
+    for family, count in extra.items():
+        if not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"config field prompts.extra_demonstrations.{family} must be an integer >= 0, "
+                f"got {count!r}"
+            )
     unknown = sorted(set(cov.uncovered_families) - set(FAMILIES))
     if unknown:
         raise ValueError(
@@ -409,17 +423,30 @@ def _check(world: world_lib.World, cfg: ml_collections.ConfigDict) -> None:
 
 
 def make_prompts(world: world_lib.World, cfg: ml_collections.ConfigDict) -> list[Prompt]:
-    """Every family's prompts for the "train" then "probe" split, in FAMILIES order."""
+    """Every family's prompts of the "train", "probe" and "demo" splits, in FAMILIES order.
+
+    "demo" holds ``prompts.extra_demonstrations[family]`` more prompts that only
+    SFT demonstrations answer (never compared, never a PPO prompt): drawn after
+    the train and probe prompts, so adding them leaves those unchanged for the
+    fact and sum families.
+    """
     _check(world, cfg)
     uncovered = uncovered_entities(world, cfg)
     n_train, n_probe = cfg.prompts.train_per_family, cfg.prompts.probe_per_family
+    extra = dict(cfg.prompts.get("extra_demonstrations", {}))
     prompts = []
     for index, family in enumerate(FAMILIES):
         rng = np.random.default_rng([int(cfg.seed), 2, index])  # one stream per family
-        rows = _BUILDERS[family](world, cfg, rng, n_train, n_probe, family)
+        n_held = n_probe + int(extra.get(family, 0))
+        rows = _BUILDERS[family](world, cfg, rng, n_train, n_held, family)
         family_covered = family not in cfg.coverage.uncovered_families
         for i, row in enumerate(rows):
-            split, j = ("train", i) if i < n_train else ("probe", i - n_train)
+            if i < n_train:
+                split, j = "train", i
+            elif i < n_train + n_probe:
+                split, j = "probe", i - n_train
+            else:
+                split, j = "demo", i - n_train - n_probe
             covered = family_covered and row["entity"] not in uncovered
             pid = f"{family}/{split}/{j}"
             prompts.append(Prompt(id=pid, family=family, split=split, covered=covered, **row))

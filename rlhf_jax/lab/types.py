@@ -48,7 +48,8 @@ class Prompt:
         "cac_exceeds_ltv"), or None for a sound plan; None for other families.
       entity: the main entity the prompt is about (for coverage splits).
       split: "train" (used for demonstrations, comparisons and PPO prompts) or
-        "probe" (held out for evaluation).
+        "probe" (held out for evaluation) or "demo" (answered only by SFT
+        demonstrations; see prompts.extra_demonstrations).
       covered: whether SFT demonstrations cover this prompt's family and entity
         (False marks the extrapolation set).
       statement: the answer as a claim with the value left open, in the words the
