@@ -1,0 +1,29 @@
+"""Fact recall of lab checkpoints in chat, FAQ and statement form (experiments/recall.py).
+
+    python -m experiments.run --config=configs/lab/recall.py --workdir=workdirs/lab/recall \
+        --config.checkpoints=workdirs/lab/pretrain,workdirs/lab/sft
+
+Separates what a model knows (FAQ and statement form) from what it says as an
+assistant (chat form), over every easy fact no training prompt asks.
+"""
+
+import ml_collections
+
+from configs import common
+from rlhf_jax.lab.config import default_lab_config
+
+
+def get_config(arg=None):
+    del arg
+    base = common.base_config("recall")
+    config = ml_collections.ConfigDict()
+    config.experiment = "recall"
+    config.seed = 0  # draws the question wordings
+    config.mesh = base.mesh
+    config.sharding_rules = base.sharding_rules
+    config.lab = default_lab_config()
+    config.checkpoints = ""  # comma-separated run workdirs
+    config.batch_size = 128
+    config.prompt_len = 64
+    config.max_new_tokens = 20
+    return config

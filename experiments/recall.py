@@ -1,0 +1,53 @@
+"""Fact recall of lab checkpoints: chat vs FAQ vs statement form (rlhf_jax/lab/recall.py).
+
+    python -m experiments.run --config=configs/lab/recall.py --workdir=workdirs/lab/recall \
+        --config.checkpoints=workdirs/lab/pretrain,workdirs/lab/sft
+
+Asks every easy fact of the world that no training or demonstration prompt
+asks (about 190), greedy, in each form, for each checkpoint (pretrain, SFT or
+PPO workdirs). Writes ``<workdir>/recall.json`` and prints one line per
+checkpoint; seconds per checkpoint on a CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from rlhf_jax import generate, runtime, sampling
+
+
+def run(config, workdir):
+    from experiments.eval import load_policy  # noqa: PLC0415
+    from rlhf_jax.lab import datasets, recall  # noqa: PLC0415
+
+    checkpoints = [c for c in str(config.checkpoints).split(",") if c]
+    if not checkpoints:
+        raise ValueError("config.checkpoints must name one or more run workdirs, comma separated")
+    mesh, rules = runtime.mesh_and_rules(config)
+    world, prompts = datasets.world_and_prompts(config.lab)
+    asks = recall.held_out_asks(world, prompts, config.seed)
+    print(f"recall: {len(asks)} easy facts no training prompt asks", flush=True)
+    results = {"num_facts": len(asks), "checkpoints": {}}
+    for path in checkpoints:
+        graphdef, params, _ = load_policy(path, mesh, rules)
+        tok = runtime.resolve_tokenizer(workdir, init_from=path)
+        sampler_cfg = sampling.SamplerConfig(max_new_tokens=config.max_new_tokens,
+                                             temperature=0.0, eos_id=tok.eos_id,
+                                             pad_id=tok.pad_id)
+        row = {}
+        for form in recall.FORMS:
+            gen = generate.generate(graphdef, params, tok, recall.prompt_texts(asks, form),
+                                    sampler_cfg, jax.random.key(0),
+                                    batch_size=config.batch_size, prompt_len=config.prompt_len,
+                                    mesh=mesh)
+            row[form] = recall.accuracy(asks, gen.texts)
+        results["checkpoints"][os.path.abspath(path)] = row
+        print(f"recall: {path}: " + ", ".join(f"{f} {row[f]:.3f}" for f in recall.FORMS),
+              flush=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "recall.json"), "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+    return results

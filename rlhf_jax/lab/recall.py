@@ -1,0 +1,65 @@
+"""Fact recall: what a checkpoint knows, apart from whether it says it as an assistant.
+
+The probes ask 16 easy facts; the world holds about 250. This module asks every
+easy fact that no training or demonstration prompt asks (about 190 with the
+default config) in three forms, greedy:
+
+| form | prompt | measures |
+|---|---|---|
+| ``chat`` | the chat template, ``User: <question>`` | what the model answers as an assistant |
+| ``faq`` | ``Q: <question>`` / ``A:`` as on the corpus's FAQ pages | what it knows, asked the way pretraining asked |
+| ``statement`` | the corpus's own sentence up to the value, ``The capital of Tovzan is`` | what it knows, with no question at all |
+
+A base model scores low on ``chat`` (it continues a document) and higher on the
+other two; SFT should raise ``chat`` towards ``faq`` without lowering ``faq``
+(forgetting). A response counts as right when the analyser finds the right
+value in its first line (``stated_answer``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from rlhf_jax.data import chat
+from rlhf_jax.lab import analyser
+from rlhf_jax.lab import prompts as prompts_lib
+from rlhf_jax.lab.types import Prompt
+
+FORMS = ("chat", "faq", "statement")
+
+
+def held_out_asks(world, prompts: Sequence[Prompt], seed: int = 0) -> list:
+    """Every easy fact whose question no "train" or "demo" prompt asks.
+
+    Question wordings are drawn with ``seed``; a fact is held out when neither
+    its subject-attribute pair nor its wording appears in a training prompt.
+    """
+    trained = [p for p in prompts if p.split in ("train", "demo")]
+    questions = {p.question for p in trained}
+    statements = {p.statement for p in trained if p.statement}
+    asks = prompts_lib._fact_asks(world, False, np.random.default_rng([seed, 41]))
+    return [a for a in asks if a.question not in questions and a.statement not in statements]
+
+
+def prompt_texts(asks: Sequence, form: str) -> list[str]:
+    """The prompt of each ask in ``form`` (one of FORMS)."""
+    if form == "chat":
+        return [chat.render_prompt((("user", a.question),)) for a in asks]
+    if form == "faq":
+        return [f"Q: {a.question}\nA:" for a in asks]
+    if form == "statement":
+        return [prompts_lib.sentence(a.statement.split("{")[0].strip())[:-1] for a in asks]
+    raise ValueError(f"form={form!r}; expected one of {list(FORMS)}")
+
+
+def accuracy(asks: Sequence, responses: Sequence[str]) -> float:
+    """Fraction of responses whose first line states the ask's answer."""
+    if len(asks) != len(responses):
+        raise ValueError(f"{len(asks)} asks but {len(responses)} responses")
+    if not asks:
+        return float("nan")
+    right = [analyser.stated_answer(a.candidates, r.strip().split("\n")[0]) == a.answer
+             for a, r in zip(asks, responses)]
+    return float(np.mean(right))

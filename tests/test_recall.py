@@ -1,0 +1,53 @@
+"""Fact recall: the held-out facts, the three prompt forms and the scoring."""
+
+import pytest
+
+from rlhf_jax.data import chat
+from rlhf_jax.lab import prompts as prompts_lib
+from rlhf_jax.lab import recall
+from rlhf_jax.lab import world as world_lib
+from rlhf_jax.lab.config import default_lab_config
+
+
+@pytest.fixture(scope="module")
+def lab():
+    cfg = default_lab_config()
+    world = world_lib.build_world(cfg)
+    prompts = prompts_lib.make_prompts(world, cfg)
+    return world, prompts, recall.held_out_asks(world, prompts)
+
+
+def test_held_out_facts_are_asked_by_no_training_prompt(lab):
+    world, prompts, asks = lab
+    every = prompts_lib._fact_asks(world, False, __import__("numpy").random.default_rng(0))
+    assert 40 < len(asks) < len(every)
+    trained = [p for p in prompts if p.split in ("train", "demo")]
+    facts = {p.statement for p in trained if p.statement}
+    assert not {a.statement for a in asks} & facts
+    assert not {a.question for a in asks} & {p.question for p in trained}
+    # Probe prompts are not training: their facts may be among the held-out ones.
+    probes = {p.statement for p in prompts if p.split == "probe" and p.family == "fact_easy"}
+    assert probes & {a.statement for a in asks}
+
+
+def test_prompt_forms(lab):
+    _, _, asks = lab
+    ask = asks[0]
+    chat_text, faq, statement = (recall.prompt_texts([ask], f)[0] for f in recall.FORMS)
+    assert chat_text == chat.render_prompt((("user", ask.question),))
+    assert faq == f"Q: {ask.question}\nA:"
+    assert "{" not in statement and ask.answer not in statement
+    assert prompts_lib.sentence(prompts_lib.claim(ask.statement, ask.answer)).startswith(statement)
+    with pytest.raises(ValueError, match=r"form='essay'; expected one of \['chat', 'faq'"):
+        recall.prompt_texts([ask], "essay")
+
+
+def test_accuracy_reads_the_first_line(lab):
+    _, _, asks = lab
+    a, b = asks[:2]
+    wrong = next(c for c in b.candidates if c != b.answer)
+    responses = [f" {a.answer}.\nQ: something else", f"{wrong}.\n{b.answer}"]
+    assert recall.accuracy([a, b], responses) == 0.5
+    assert recall.accuracy([], []) != recall.accuracy([], [])  # NaN, never 0
+    with pytest.raises(ValueError, match="2 asks but 1 responses"):
+        recall.accuracy([a, b], ["x"])
