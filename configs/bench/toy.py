@@ -12,12 +12,13 @@ from configs.bench._base import bench_config
 def get_config(arg=None):
     del arg
     config = bench_config("toy", vocab_size=64, num_layers=1, embed_dim=32, num_heads=2,
-                          num_kv_heads=1, head_dim=16, mlp_dim=64, max_len=32)
+                          num_kv_heads=1, head_dim=16, mlp_dim=64, max_len=64)
     config.bench.update(dict(
-        warmup=1, runs=3, matmul_size=256, copy_mib=8,
+        warmup=1, runs=5, matmul_size=256, copy_mib=8,
         train_batch=8, train_seq_len=16,
         reward_batch=8, reward_seq_len=16, reward_members=2,
-        sampler_batch=8, sampler_prompt_len=8, sampler_new_tokens=8,
+        # Enough decode steps that (48 tokens) - (1 token) stays positive under load.
+        sampler_batch=8, sampler_prompt_len=8, sampler_new_tokens=48,
         ppo_prompt_min=4, ppo_prompt_max=8,
     ))
     config.ppo.rollout_batch_size = 8
