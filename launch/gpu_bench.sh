@@ -2,6 +2,8 @@
 # rlhf_jax against the PyTorch peers on one GPU (written for one H100; at most 8 minutes).
 #
 #   bash launch/gpu_bench.sh            # from anywhere; runs from the repository root
+#   DEVICE=cpu bash launch/gpu_bench.sh # smoke test of the whole script on a CPU: toy
+#                                       # shapes on both sides, the ratios mean nothing
 #
 # Runs, each under its own time limit so one stuck step cannot eat the rest:
 #   ours : python -m experiments.benchmark --preset=gpt2_small, then --preset=llama_1b
@@ -17,6 +19,8 @@
 #     for trl_ppo.py: trl 0.19.1, transformers 4.52.4, tokenizers 0.21.4, huggingface_hub 0.36.2,
 #                    datasets 3.6.0, accelerate 1.8.1, dill 0.3.8, multiprocess 0.70.16,
 #                    fsspec 2025.3.0
+#     and in launch/peers/wheels/extra/ any wheel trl's imports need that the machine lacks
+#     (the script warns with the missing module's name; pandas, pyarrow, xxhash, ...)
 #   e.g. pip download --only-binary=:all: --no-deps --python-version 3.12 \
 #          --platform manylinux2014_x86_64 -d launch/peers/wheels ml_collections==1.1.0 ...
 # The machine must already carry jax (0.11.x, CUDA), flax, optax, chex, absl-py, PyYAML,
@@ -29,6 +33,29 @@ PEERS_DIR=${PEERS_DIR:-launch/peers}
 OUT_DIR=${OUT_DIR:-workdirs/gpu_bench}
 PYTHON=${PYTHON:-python3}
 SITE=${SITE:-/tmp/rlhf_jax_gpu_site}
+DEVICE=${DEVICE:-cuda}
+case "$DEVICE" in
+  cuda)
+    OURS=(gpt2_small llama_1b); OURS_LIMITS=(150 100); OURS_ONLY=("" "")
+    GEN1=(--preset gpt2-small --dtype bf16 --batch 64 --prompt-len 128 --new-tokens 128
+          --train-batch 16 --seq-len 1024)
+    GEN2=(--preset llama-1b --dtype bf16 --batch 32 --prompt-len 128 --new-tokens 128
+          --train-batch 8 --seq-len 1024)
+    TRL=(--bf16 --layers 12 --d-model 768 --heads 12 --vocab 50257 --ctx 1024 --batch-size 64
+         --prompt-min 32 --prompt-max 64 --response-len 64 --iters 10 --warmup 2) ;;
+  cpu)
+    OURS=(toy toy); OURS_LIMITS=(300 300); OURS_ONLY=("" "--only=train_sft,sampler")
+    GEN1=(--arch gpt2 --layers 2 --d-model 64 --heads 2 --vocab 512 --dtype fp32 --batch 4
+          --prompt-len 8 --new-tokens 8 --train-batch 2 --seq-len 32 --runs 2 --warmup 1)
+    GEN2=(--arch llama --layers 2 --d-model 64 --heads 2 --vocab 512 --dtype fp32 --batch 4
+          --prompt-len 8 --new-tokens 8 --train-batch 2 --seq-len 32 --runs 2 --warmup 1)
+    TRL=(--layers 2 --d-model 64 --heads 2 --vocab 512 --ctx 128 --batch-size 8 --prompt-min 4
+         --prompt-max 8 --response-len 8 --iters 2 --warmup 1)
+    echo "DEVICE=cpu: a smoke test of this script at toy shapes; the ratios mean nothing" ;;
+  *)
+    echo "error: DEVICE=$DEVICE; expected cuda or cpu" >&2
+    exit 2 ;;
+esac
 
 for f in hf_generate_bench.py trl_ppo.py; do
   if [[ ! -f "$PEERS_DIR/$f" ]]; then
@@ -58,8 +85,19 @@ done
 
 rm -rf "$SITE" && mkdir -p "$SITE/ours" "$SITE/trl" "$OUT_DIR"
 "$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE/ours" "${OURS_WHEELS[@]}"
+# Whatever else trl's imports need and this Python lacks (pandas, pyarrow, xxhash, ... on
+# a bare machine): any wheels in $PEERS_DIR/wheels/extra/ go next to trl.
+EXTRA_WHEELS=("$PEERS_DIR"/wheels/extra/*.whl)
+if [[ -f "${EXTRA_WHEELS[0]}" ]]; then
+  TRL_WHEELS+=("${EXTRA_WHEELS[@]}")
+fi
 "$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE/trl" "${TRL_WHEELS[@]}"
 rm -f "$OUT_DIR"/*.json "$OUT_DIR"/benchmark.jsonl
+if ! missing=$(PYTHONPATH="$SITE/trl${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c "import trl" 2>&1); then
+  echo "warning: trl does not import here, so the TRL row will be empty:" >&2
+  echo "$missing" | tail -n 1 | sed 's/^/  /' >&2
+  echo "  put the missing package's wheel in $PEERS_DIR/wheels/extra/ and rerun" >&2
+fi
 
 step() {  # step <seconds> <log name> <command...>: run with a limit, keep going on failure
   local limit=$1 name=$2
@@ -72,28 +110,25 @@ step() {  # step <seconds> <log name> <command...>: run with a limit, keep going
 }
 
 OURS_PATH="$SITE/ours:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-step 150 ours_gpt2_small env PYTHONPATH="$OURS_PATH" \
-  "$PYTHON" -m experiments.benchmark --preset=gpt2_small --workdir="$OUT_DIR"
-step 100 ours_llama_1b env PYTHONPATH="$OURS_PATH" \
-  "$PYTHON" -m experiments.benchmark --preset=llama_1b --workdir="$OUT_DIR"
-step 45 peer_gen_gpt2_small "$PYTHON" "$PEERS_DIR/hf_generate_bench.py" --preset gpt2-small \
-  --device cuda --dtype bf16 --mode both --batch 64 --prompt-len 128 --new-tokens 128 \
-  --train-batch 16 --seq-len 1024 --out "$OUT_DIR/peer_gen_gpt2_small.json"
-step 60 peer_gen_llama_1b "$PYTHON" "$PEERS_DIR/hf_generate_bench.py" --preset llama-1b \
-  --device cuda --dtype bf16 --mode both --batch 32 --prompt-len 128 --new-tokens 128 \
-  --train-batch 8 --seq-len 1024 --out "$OUT_DIR/peer_gen_llama_1b.json"
-step 75 peer_trl_gpt2_small env PYTHONPATH="$SITE/trl${PYTHONPATH:+:$PYTHONPATH}" \
-  "$PYTHON" "$PEERS_DIR/trl_ppo.py" --device cuda --bf16 --layers 12 --d-model 768 --heads 12 \
-  --vocab 50257 --ctx 1024 --batch-size 64 --prompt-min 32 --prompt-max 64 --response-len 64 \
-  --iters 10 --warmup 2 --out "$OUT_DIR/peer_trl_gpt2_small.json"
+for i in 0 1; do
+  # shellcheck disable=SC2086  # OURS_ONLY is empty or one flag
+  step "${OURS_LIMITS[$i]}" "ours_${OURS[$i]}_$i" env PYTHONPATH="$OURS_PATH" \
+    "$PYTHON" -m experiments.benchmark --preset="${OURS[$i]}" --workdir="$OUT_DIR" ${OURS_ONLY[$i]}
+done
+step 45 peer_gen_1 "$PYTHON" "$PEERS_DIR/hf_generate_bench.py" "${GEN1[@]}" \
+  --device "$DEVICE" --mode both --out "$OUT_DIR/peer_gen_1.json"
+step 60 peer_gen_2 "$PYTHON" "$PEERS_DIR/hf_generate_bench.py" "${GEN2[@]}" \
+  --device "$DEVICE" --mode both --out "$OUT_DIR/peer_gen_2.json"
+step 75 peer_trl env PYTHONPATH="$SITE/trl${PYTHONPATH:+:$PYTHONPATH}" \
+  "$PYTHON" "$PEERS_DIR/trl_ppo.py" "${TRL[@]}" --device "$DEVICE" --out "$OUT_DIR/peer_trl.json"
 
-"$PYTHON" - "$OUT_DIR" <<'PY'
+"$PYTHON" - "$OUT_DIR" "${OURS[0]}" "${OURS[1]}" <<'PY'
 """Ours / peer for every figure both sides measured; a missing side prints as '-'."""
 import json
 import os
 import sys
 
-out = sys.argv[1]
+out, first, second = sys.argv[1:4]  # our presets at the two peers' shapes
 
 
 def load(name):
@@ -106,8 +141,8 @@ if os.path.exists(os.path.join(out, "benchmark.jsonl")):
     for line in open(os.path.join(out, "benchmark.jsonl")):
         r = json.loads(line)
         ours[(r["preset"], r["name"])] = r
-gen = {"gpt2_small": load("peer_gen_gpt2_small.json"), "llama_1b": load("peer_gen_llama_1b.json")}
-trl = load("peer_trl_gpt2_small.json")
+gen = {first: load("peer_gen_1.json"), second: load("peer_gen_2.json")}
+trl = load("peer_trl.json")
 
 
 def get(tree, *keys):
@@ -119,7 +154,7 @@ def get(tree, *keys):
 
 
 rows = []
-for preset in ("gpt2_small", "llama_1b"):
+for preset in (first, second):
     s, t = ours.get((preset, "sampler"), {}), ours.get((preset, "train_sft"), {})
     rows += [
         (preset, "generate new tokens/s", s.get("new_tokens_per_s"),
@@ -129,13 +164,11 @@ for preset in ("gpt2_small", "llama_1b"):
         (preset, "train tokens/s", t.get("tokens_per_s"),
          get(gen[preset], "train", "tokens_per_s"), "higher"),
     ]
-p = ours.get(("gpt2_small", "ppo_iteration"), {})
+p = ours.get((first, "ppo_iteration"), {})
 rows += [
-    ("gpt2_small", "PPO s/iteration", p.get("run_s"), get(trl, "median_s_per_ppo_iter"), "lower"),
-    ("gpt2_small", "PPO episodes/s", p.get("episodes_per_s"), get(trl, "episodes_per_s"),
-     "higher"),
-    ("gpt2_small", "PPO update s", p.get("update_s"), get(trl, "median_update_s_per_iter"),
-     "lower"),
+    (first, "PPO s/iteration", p.get("run_s"), get(trl, "median_s_per_ppo_iter"), "lower"),
+    (first, "PPO episodes/s", p.get("episodes_per_s"), get(trl, "episodes_per_s"), "higher"),
+    (first, "PPO update s", p.get("update_s"), get(trl, "median_update_s_per_iter"), "lower"),
 ]
 fmt = "{:<11} {:<22} {:>12} {:>12} {:>11}  {}"
 print(fmt.format("preset", "figure", "ours", "peer", "ours/peer", "better"))
