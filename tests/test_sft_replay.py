@@ -47,8 +47,7 @@ def test_replay_is_the_asked_fraction_of_rows(tmp_path, tok, fraction, demo_rows
     assert len(replay["tokens"]) == expected
     # Pretraining rows of the corpus: loss on every real token but a segment's first.
     assert set(replay) == {"tokens", "segment_ids", "loss_mask"}
-    for tokens, segments, loss in zip(replay["tokens"], replay["segment_ids"],
-                                      replay["loss_mask"]):
+    for segments, loss in zip(replay["segment_ids"], replay["loss_mask"]):
         starts = np.r_[True, segments[1:] != segments[:-1]]
         np.testing.assert_array_equal(loss, ((segments > 0) & ~starts).astype(np.float32))
     text = " ".join(tok.decode(t[s > 0].tolist()) for t, s in zip(replay["tokens"],

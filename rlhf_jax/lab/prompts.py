@@ -1,4 +1,4 @@
-"""The lab's prompts: every family of ``types.FAMILIES``, for the "train", "probe" and "demo" splits.
+"""The lab's prompts: every family of ``types.FAMILIES``, in the "train", "probe" and "demo" splits.
 
 Each prompt carries its ground truth (answer, candidates, user belief, business
 flaw, coverage), so that scoring never looks anything up. Within a family no

@@ -4,11 +4,12 @@ The probes ask 16 easy facts; the world holds about 250. This module asks every
 easy fact that no training or demonstration prompt asks (about 190 with the
 default config) in three forms, greedy:
 
-| form | prompt | measures |
-|---|---|---|
-| ``chat`` | the chat template, ``User: <question>`` | what the model answers as an assistant |
-| ``faq`` | ``Q: <question>`` / ``A:`` as on the corpus's FAQ pages | what it knows, asked the way pretraining asked |
-| ``statement`` | the corpus's own sentence up to the value, ``The capital of Tovzan is`` | what it knows, with no question at all |
+- ``chat``: the chat template, ``User: <question>``; what the model answers as
+  an assistant.
+- ``faq``: ``Q: <question>`` / ``A:`` as on the corpus's FAQ pages; what it
+  knows, asked the way pretraining asked.
+- ``statement``: the corpus's own sentence up to the value (``The capital of
+  Tovzan is``); what it knows, with no question at all.
 
 A base model scores low on ``chat`` (it continues a document) and higher on the
 other two; SFT should raise ``chat`` towards ``faq`` without lowering ``faq``
