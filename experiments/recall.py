@@ -4,7 +4,7 @@
         --config.checkpoints=workdirs/lab/pretrain,workdirs/lab/sft
 
 Asks every easy fact of the world that no training or demonstration prompt
-asks (about 190), greedy, in each form, for each checkpoint (pretrain, SFT or
+asks or states, in any wording (68 by default), greedy, in each form, for each checkpoint (pretrain, SFT or
 PPO workdirs). Writes ``<workdir>/recall.json`` and prints one line per
 checkpoint; seconds per checkpoint on a CPU.
 """

@@ -1,8 +1,8 @@
 """Fact recall: what a checkpoint knows, apart from whether it says it as an assistant.
 
 The probes ask 16 easy facts; the world holds about 250. This module asks every
-easy fact that no training or demonstration prompt asks (about 190 with the
-default config) in three forms, greedy:
+easy fact that no training, comparison or demonstration prompt states or asks
+about, in any wording (68 with the default config), in three forms, greedy:
 
 - ``chat``: the chat template, ``User: <question>``; what the model answers as
   an assistant.
