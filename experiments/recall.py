@@ -4,9 +4,10 @@
         --config.checkpoints=workdirs/lab/pretrain,workdirs/lab/sft
 
 Asks every easy fact of the world that no training or demonstration prompt
-asks or states, in any wording (68 by default), greedy, in each form, for each checkpoint (pretrain, SFT or
-PPO workdirs). Writes ``<workdir>/recall.json`` and prints one line per
-checkpoint; seconds per checkpoint on a CPU.
+asks or states, in any wording (68 by default), greedy, in each form, for
+each checkpoint (pretrain, SFT or PPO workdirs). Writes
+``<workdir>/recall.json`` and prints one line per checkpoint; seconds per
+checkpoint on a CPU.
 """
 
 from __future__ import annotations
