@@ -120,6 +120,29 @@ def test_sft_from_pretrain_logs_probes(sft_dir):
     assert checkpoint.read_meta(sft)["data"]["position"] >= 0
 
 
+def test_recall_of_base_and_sft(dirs, sft_dir, tmp_path):
+    root, _ = dirs
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "--config=configs/lab/recall.py",
+         f"--workdir={tmp_path / 'recall'}", "--config.max_new_tokens=6",
+         f"--config.checkpoints={root / 'pretrain'},{sft_dir}"],
+        cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    with open(tmp_path / "recall" / "recall.json") as f:
+        result = json.load(f)
+    assert result["num_facts"] == 68
+    assert sorted(result["checkpoints"]) == sorted(
+        os.path.abspath(p) for p in (str(root / "pretrain"), sft_dir))
+    for row in result["checkpoints"].values():
+        assert sorted(row) == ["chat", "faq", "statement"]
+        assert all(0.0 <= v <= 1.0 for v in row.values())
+    empty = subprocess.run(
+        [sys.executable, "-m", "experiments.run", "--config=configs/lab/recall.py",
+         f"--workdir={tmp_path / 'empty'}"], cwd=ROOT, capture_output=True, text=True)
+    assert empty.returncode != 0
+    assert "config.checkpoints must name one or more run workdirs" in empty.stderr
+
+
 def test_sft_without_tokenizer_is_a_clear_error(tmp_path):
     out = subprocess.run(_cmd(str(tmp_path / "w"), SFT, str(tmp_path / "d")), cwd=ROOT,
                          capture_output=True, text=True)
