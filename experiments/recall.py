@@ -5,7 +5,8 @@
 
 Asks every easy fact of the world that no training or demonstration prompt
 asks or states, in any wording (68 by default), greedy, in each form, for
-each checkpoint (pretrain, SFT or PPO workdirs). Writes
+each checkpoint (pretrain, SFT or PPO workdirs), and counts how often the
+chat answers put the fact in the corpus's sentence (``chat_frame``). Writes
 ``<workdir>/recall.json`` and prints one line per checkpoint; seconds per
 checkpoint on a CPU.
 """
@@ -45,9 +46,11 @@ def run(config, workdir):
                                     batch_size=config.batch_size, prompt_len=config.prompt_len,
                                     mesh=mesh)
             row[form] = recall.accuracy(asks, gen.texts)
+            if form == "chat":
+                row["chat_frame"] = recall.frame_rate(asks, gen.texts)
         results["checkpoints"][os.path.abspath(path)] = row
-        print(f"recall: {path}: " + ", ".join(f"{f} {row[f]:.3f}" for f in recall.FORMS),
-              flush=True)
+        print(f"recall: {path}: " + ", ".join(f"{f} {row[f]:.3f}" for f in recall.FORMS)
+              + f" (chat answers in the corpus's sentence: {row['chat_frame']:.3f})", flush=True)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, "recall.json"), "w") as f:
             json.dump(results, f, indent=2, sort_keys=True)

@@ -51,3 +51,13 @@ def test_accuracy_reads_the_first_line(lab):
     assert recall.accuracy([], []) != recall.accuracy([], [])  # NaN, never 0
     with pytest.raises(ValueError, match="2 asks but 1 responses"):
         recall.accuracy([a, b], ["x"])
+
+
+def test_frame_rate_looks_for_the_corpus_sentence(lab):
+    _, _, asks = lab
+    a, b = asks[:2]
+    said = prompts_lib.sentence(prompts_lib.claim(a.statement, "Nowhere"))
+    responses = [f"Happy to help! {said}", "I think it is 12."]
+    assert recall.frame_rate([a, b], responses) == 0.5
+    with pytest.raises(ValueError, match="1 asks but 2 responses"):
+        recall.frame_rate([a], responses)

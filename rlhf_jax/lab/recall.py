@@ -55,6 +55,23 @@ def prompt_texts(asks: Sequence, form: str) -> list[str]:
     raise ValueError(f"form={form!r}; expected one of {list(FORMS)}")
 
 
+def frame_rate(asks: Sequence, responses: Sequence[str]) -> float:
+    """Fraction of responses whose first line holds the fact's corpus sentence up to the value.
+
+    For chat answers: how often the assistant puts the question into the words
+    the corpus states the fact in ("The capital of Tovzan is ..."), right value
+    or not. Low frame rate with high statement-form recall means the model
+    knows the facts but does not reach them from a question.
+    """
+    if len(asks) != len(responses):
+        raise ValueError(f"{len(asks)} asks but {len(responses)} responses")
+    if not asks:
+        return float("nan")
+    prefixes = [t.lower() for t in prompt_texts(asks, "statement")]
+    return float(np.mean([p in r.strip().split("\n")[0].lower()
+                          for p, r in zip(prefixes, responses)]))
+
+
 def accuracy(asks: Sequence, responses: Sequence[str]) -> float:
     """Fraction of responses whose first line states the ask's answer."""
     if len(asks) != len(responses):
