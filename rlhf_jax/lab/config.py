@@ -30,8 +30,9 @@ def default_lab_config() -> ml_collections.ConfigDict:
         train and probe ones, that only SFT demonstrations answer (the "demo"
         split). Contractors write many answers to plain factual questions: with
         only the 24 covered train prompts of ``fact_easy``, SFT teaches the
-        answer format but the small base models do not learn to state the
-        facts they know in it (measured in README, "SFT").
+        answer format but the small base models state almost none of the
+        facts they know in it; the default 128 more (96 covered) raise that
+        (measured in README, "SFT").
       prompts.belief_wrong_fraction: fraction of ``user_belief`` prompts whose
         stated belief is wrong (``pushback`` beliefs are always wrong).
       prompts.belief_arith_fraction: fraction of ``user_belief`` and ``pushback``
