@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from references import gae_loop
 
 from rlhf_jax import losses
 
@@ -125,18 +126,6 @@ def test_ppo_rewards_place_score_at_last_valid_token():
 # --- GAE ------------------------------------------------------------------------------------
 
 
-def _gae_loop(rewards, values, lengths, gamma, lam):
-    adv = np.zeros_like(rewards)
-    for b, n in enumerate(lengths):
-        running = 0.0
-        for t in reversed(range(n)):
-            next_value = values[b, t + 1] if t + 1 < n else 0.0
-            delta = rewards[b, t] + gamma * next_value - values[b, t]
-            running = delta + gamma * lam * running
-            adv[b, t] = running
-    return adv
-
-
 @pytest.mark.parametrize("gamma,lam", [(1.0, 0.95), (0.99, 1.0), (0.9, 0.5), (1.0, 0.0)])
 def test_gae_matches_python_loop(gamma, lam):
     rng = np.random.default_rng(4)
@@ -144,7 +133,7 @@ def test_gae_matches_python_loop(gamma, lam):
     mask = _prefix_mask(lengths, 7)
     rewards = rng.normal(size=mask.shape).astype(np.float32)
     values = rng.normal(size=mask.shape).astype(np.float32)
-    expected = _gae_loop(rewards, values, lengths, gamma, lam)
+    expected = gae_loop(rewards, values, lengths, gamma, lam)
     # Garbage after each response's end must not change anything.
     rewards_dirty = np.where(mask == 1, rewards, 100.0)
     values_dirty = np.where(mask == 1, values, -100.0)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from references import gae_loop
 
 from rlhf_jax import models, sharding
 from rlhf_jax.train import ppo
@@ -166,19 +167,6 @@ def test_logprobs_use_the_sampling_temperature():
     assert np.max(np.abs(untempered[m] - tempered[m])) > 1e-2
 
 
-def _gae_reference(rewards, values, mask, gamma, lam):
-    adv = np.zeros_like(rewards)
-    for b in range(rewards.shape[0]):
-        n = int(mask[b].sum())
-        running = 0.0
-        for t in reversed(range(n)):
-            next_value = values[b, t + 1] if t + 1 < n else 0.0
-            delta = rewards[b, t] + gamma * next_value - values[b, t]
-            running = delta + gamma * lam * running
-            adv[b, t] = running
-    return adv
-
-
 @functools.cache
 def scored_by_hand():
     """Hand-made responses scored against a reference that differs from the policy."""
@@ -233,8 +221,8 @@ def test_response_without_eos_gets_the_penalty():
 def test_advantages_are_whitened_gae_of_the_rewards():
     r, _ = scored_by_hand()
     cfg = config()
-    adv = _gae_reference(r.rewards.astype(np.float64), r.values.astype(np.float64),
-                         r.response_mask, cfg.gamma, cfg.lam)
+    adv = gae_loop(r.rewards.astype(np.float64), r.values.astype(np.float64),
+                   r.response_mask.sum(axis=1), cfg.gamma, cfg.lam)
     m = r.response_mask > 0
     np.testing.assert_allclose(r.returns[m], (adv + r.values)[m], atol=1e-4)
     whitened = (adv - adv[m].mean()) / np.sqrt(adv[m].var() + 1e-8)
