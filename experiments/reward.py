@@ -98,12 +98,7 @@ def _pair_eval(score, state, tok, records, config, mesh) -> dict:
 
 def run(config, workdir):
     mesh, rules = runtime.mesh_and_rules(config)
-    tok = runtime.resolve_tokenizer(workdir, path=config.tokenizer.path,
-                                    init_from=config.init_from)
-    if tok is None:
-        raise ValueError("the reward model needs a tokenizer: set config.init_from to an SFT "
-                         "workdir or config.tokenizer.path to a SentencePiece .model file")
-    runtime.check_vocab(config.model, tok)
+    tok = runtime.required_tokenizer(config, workdir, "the reward model", "an SFT workdir")
     sft_graphdef, sft = _sft_params(config, mesh, rules)
     lab = config.data.source == "lab"
     if lab:

@@ -35,12 +35,7 @@ def lab_probe_eval(config, workdir, tok):
 
 
 def run(config, workdir):
-    tok = runtime.resolve_tokenizer(workdir, path=config.tokenizer.path,
-                                    init_from=config.init_from)
-    if tok is None:
-        raise ValueError("SFT needs a tokenizer: set config.init_from to a pretraining workdir "
-                         "or config.tokenizer.path to a SentencePiece .model file")
-    runtime.check_vocab(config.model, tok)
+    tok = runtime.required_tokenizer(config, workdir, "SFT", "a pretraining workdir")
     train, held_out = sft_data.load_records(config, workdir)
     pack = config.data.pack
     train_rows = sft_data.to_rows(tok, train, config.data.seq_len, pack)

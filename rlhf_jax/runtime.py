@@ -57,6 +57,20 @@ def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = ""):
     return None
 
 
+def required_tokenizer(config, workdir: str, who: str, init_from_kind: str):
+    """The run's tokenizer (as :func:`resolve_tokenizer`), checked against the model's vocab.
+
+    For phases that cannot train one: none found is a ValueError telling the
+    user to set ``config.init_from`` to ``init_from_kind`` or ``config.tokenizer.path``.
+    """
+    tok = resolve_tokenizer(workdir, path=config.tokenizer.path, init_from=config.init_from)
+    if tok is None:
+        raise ValueError(f"{who} needs a tokenizer: set config.init_from to {init_from_kind} "
+                         "or config.tokenizer.path to a SentencePiece .model file")
+    check_vocab(config.model, tok)
+    return tok
+
+
 def write_config(config, workdir: str) -> str:
     """Writes the resolved config to ``<workdir>/config.json`` (valid JSON for any tool)."""
     import json  # noqa: PLC0415

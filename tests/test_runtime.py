@@ -27,6 +27,29 @@ def test_tokenizer_resolution_errors(tmp_path):
         runtime.read_config(str(tmp_path))
 
 
+def test_required_tokenizer_names_the_phase_and_checks_the_vocab(tmp_path):
+    import ml_collections
+
+    from rlhf_jax.data.tokenizer import Tokenizer
+
+    config = ml_collections.ConfigDict({"init_from": "", "tokenizer": {"path": ""},
+                                        "model": {"vocab_size": 64}})
+    with pytest.raises(ValueError, match=r"^the reward model needs a tokenizer: set "
+                       r"config.init_from to an SFT workdir or config.tokenizer.path"):
+        runtime.required_tokenizer(config, str(tmp_path / "w"), "the reward model",
+                                   "an SFT workdir")
+    path = str(tmp_path / "t.model")
+    trained = Tokenizer.train([f"the river runs past mill {i}" for i in range(50)], 64)
+    trained.save(path)
+    config.tokenizer.path = path
+    n = trained.vocab_size
+    assert runtime.required_tokenizer(config, str(tmp_path / "w"), "SFT", "x").vocab_size == n
+    config.model.vocab_size = n - 1
+    with pytest.raises(ValueError, match=f"model.vocab_size={n - 1} is smaller than the "
+                       f"tokenizer's {n} pieces"):
+        runtime.required_tokenizer(config, str(tmp_path / "w"), "SFT", "x")
+
+
 def test_seed_keys_differ_by_purpose():
     import ml_collections
 
