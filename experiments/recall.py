@@ -35,7 +35,10 @@ def run(config, workdir):
     results = {"num_facts": len(asks), "checkpoints": {}}
     for path in checkpoints:
         graphdef, params, _ = load_policy(path, mesh, rules)
-        tok = runtime.resolve_tokenizer(workdir, init_from=path)
+        tok = runtime.resolve_tokenizer(path)  # each checkpoint's own, never another's
+        if tok is None:
+            raise FileNotFoundError(f"{path} has no {runtime.TOKENIZER_FILE}; is it the "
+                                    "workdir of a finished run?")
         sampler_cfg = sampling.SamplerConfig(max_new_tokens=config.max_new_tokens,
                                              temperature=0.0, eos_id=tok.eos_id,
                                              pad_id=tok.pad_id)
