@@ -63,21 +63,24 @@ def frame_rate(asks: Sequence, responses: Sequence[str]) -> float:
     or not. Low frame rate with high statement-form recall means the model
     knows the facts but does not reach them from a question.
     """
-    if len(asks) != len(responses):
-        raise ValueError(f"{len(asks)} asks but {len(responses)} responses")
-    if not asks:
+    lines = _first_lines(asks, responses)
+    if not lines:
         return float("nan")
     prefixes = [t.lower() for t in prompt_texts(asks, "statement")]
-    return float(np.mean([p in r.strip().split("\n")[0].lower()
-                          for p, r in zip(prefixes, responses)]))
+    return float(np.mean([p in line.lower() for p, line in zip(prefixes, lines)]))
 
 
 def accuracy(asks: Sequence, responses: Sequence[str]) -> float:
     """Fraction of responses whose first line states the ask's answer."""
+    lines = _first_lines(asks, responses)
+    if not lines:
+        return float("nan")
+    return float(np.mean([analyser.stated_answer(a.candidates, line) == a.answer
+                          for a, line in zip(asks, lines)]))
+
+
+def _first_lines(asks: Sequence, responses: Sequence[str]) -> list[str]:
+    """Each response's first line, after checking there is one response per ask."""
     if len(asks) != len(responses):
         raise ValueError(f"{len(asks)} asks but {len(responses)} responses")
-    if not asks:
-        return float("nan")
-    right = [analyser.stated_answer(a.candidates, r.strip().split("\n")[0]) == a.answer
-             for a, r in zip(asks, responses)]
-    return float(np.mean(right))
+    return [r.strip().split("\n")[0] for r in responses]
