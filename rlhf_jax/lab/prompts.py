@@ -402,24 +402,20 @@ def _check(world: world_lib.World, cfg: ml_collections.ConfigDict) -> None:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"config field {name} must lie in [0, 1], got {value!r}")
     extra = dict(p.get("extra_demonstrations", {}))
-    unknown = sorted(set(extra) - set(FAMILIES))
-    if unknown:
-        raise ValueError(
-            f"config field prompts.extra_demonstrations names unknown families {unknown}; "
-            f"expected names from {FAMILIES}"
-        )
+    for field, names in (("prompts.extra_demonstrations", extra),
+                         ("coverage.uncovered_families", cov.uncovered_families)):
+        unknown = sorted(set(names) - set(FAMILIES))
+        if unknown:
+            raise ValueError(
+                f"config field {field} names unknown families {unknown}; "
+                f"expected names from {FAMILIES}"
+            )
     for family, count in extra.items():
         if not isinstance(count, int) or count < 0:
             raise ValueError(
                 f"config field prompts.extra_demonstrations.{family} must be an integer >= 0, "
                 f"got {count!r}"
             )
-    unknown = sorted(set(cov.uncovered_families) - set(FAMILIES))
-    if unknown:
-        raise ValueError(
-            f"config field coverage.uncovered_families names unknown families {unknown}; "
-            f"expected names from {FAMILIES}"
-        )
 
 
 def make_prompts(world: world_lib.World, cfg: ml_collections.ConfigDict) -> list[Prompt]:
