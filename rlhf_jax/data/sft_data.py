@@ -84,9 +84,10 @@ def replay_rows(config, workdir: str, tok, demo_rows: int) -> dict | None:
                                    tok.pad_id)
     want = max(1, round(fraction / (1.0 - fraction) * demo_rows))
     have = len(rows["tokens"])
-    pick = np.sort(np.random.default_rng([config.seed, 12]).permutation(have)[:want])
     if want > have:
         pick = np.arange(want) % have  # a small corpus repeats
+    else:
+        pick = np.sort(np.random.default_rng([config.seed, 12]).permutation(have)[:want])
     return {k: v[pick] for k, v in rows.items()}
 
 
