@@ -52,6 +52,17 @@ def dirs(tmp_path_factory):
     return root, data
 
 
+def _kill_once_checkpointed(cmd, workdir, step):
+    """Starts ``cmd`` and SIGKILLs it as soon as ``workdir`` holds the step-``step`` checkpoint."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.time()
+    while not os.path.isdir(os.path.join(workdir, "checkpoints", str(step))):
+        assert proc.poll() is None and time.time() - t0 < 300
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def _final_params(workdir):
     meta_dir = os.path.join(workdir, "checkpoints")
     step = max(int(d) for d in os.listdir(meta_dir) if d.isdigit())
@@ -75,14 +86,7 @@ def test_pretrain_writes_metrics_and_loss_falls(dirs):
 def test_pretrain_resumes_bitwise_after_sigkill(dirs):
     root, data = dirs
     killed = str(root / "killed")
-    proc = subprocess.Popen(_cmd(killed, PRETRAIN, data), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    while not os.path.isdir(os.path.join(killed, "checkpoints", "8")):
-        assert proc.poll() is None and time.time() - t0 < 300
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_once_checkpointed(_cmd(killed, PRETRAIN, data), killed, step=8)
     _run(killed, PRETRAIN, data)
     (s1, p1), (s2, p2) = _final_params(str(root / "pretrain")), _final_params(killed)
     assert s1 == s2 == 24
@@ -194,14 +198,7 @@ def test_ppo_metrics_and_bitwise_resume_after_sigkill(dirs, sft_dir, reward_dir)
         assert name in evals[-1], name
 
     killed = str(root / "ppo_killed")
-    proc = subprocess.Popen(_ppo_cmd(killed, dirs, sft_dir, reward_dir), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t0 = time.time()
-    while not os.path.isdir(os.path.join(killed, "checkpoints", "2")):
-        assert proc.poll() is None and time.time() - t0 < 300
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_once_checkpointed(_ppo_cmd(killed, dirs, sft_dir, reward_dir), killed, step=2)
     out = subprocess.run(_ppo_cmd(killed, dirs, sft_dir, reward_dir), cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0 and "resumed" in out.stdout, out.stderr[-3000:]
