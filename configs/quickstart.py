@@ -37,9 +37,9 @@ def get_config(arg=None):
     config.ppo = ppo_cfg.get_config()
     config.eval = eval_cfg.get_config()
     # Sizes that fit the 10-minute budget on 2 CPU cores.
-    config.pretrain.num_steps = 300
-    config.pretrain.eval_every = 150
-    config.pretrain.checkpoint_every = 150
+    config.pretrain.num_steps = 900  # about 5 passes over the corpus
+    config.pretrain.eval_every = 300
+    config.pretrain.checkpoint_every = 300
     config.sft.num_steps = 300
     config.sft.eval_every = 100
     config.sft.checkpoint_every = 100

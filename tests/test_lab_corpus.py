@@ -7,7 +7,7 @@ import pytest
 from rlhf_jax.lab import config as lab_config
 from rlhf_jax.lab import corpus, datasets, render
 from rlhf_jax.lab.prompts import make_prompts
-from rlhf_jax.lab.world import build_world
+from rlhf_jax.lab.world import build_world, fact_sentences
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,34 @@ def test_datasets_round_trip(lab, tmp_path):
     changed = cfg.copy_and_resolve_references()
     changed.world.num_countries = 20
     assert datasets.lab_dir(changed, str(tmp_path)) != datasets.lab_dir(cfg, str(tmp_path))
+
+
+def test_corpus_counts_come_from_the_lab_config(lab):
+    cfg, w, _, docs = lab
+    small = cfg.copy_and_resolve_references()
+    for name in ("articles_per_entity", "faqs_per_entity", "quiz_lists", "forum_threads",
+                 "tables", "worksheets"):
+        small.corpus[name] = cfg.corpus[name] // 10
+    fewer = corpus.pretraining_corpus(w, small)
+    assert 0.08 * len(docs) < len(fewer) < 0.12 * len(docs)
+    assert datasets.fingerprint(small) != datasets.fingerprint(cfg)
+    # More documents state the same facts: the default corpus states every one.
+    text = "\n".join(docs)
+    assert all(s in text for group in fact_sentences(w).values() for s in group)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("tables", -1, r"corpus.tables must be an integer >= 0, got -1"),
+        ("eval_fraction", 1.0, r"corpus.eval_fraction must be in \(0, 1\), got 1.0"),
+        ("pages", 3, r"unknown corpus field\(s\) \['pages'\]; expected some of \["),
+    ],
+)
+def test_corpus_config_errors(lab, field, value, message):
+    cfg, w, _, _ = lab
+    bad = cfg.copy_and_resolve_references()
+    with bad.unlocked():
+        bad.corpus[field] = value
+    with pytest.raises(ValueError, match=message):
+        corpus.pretraining_corpus(w, bad)

@@ -12,7 +12,8 @@ documents: format rate near 0); format rate passes 90% within 100 steps.
 Probe metrics split covered and uncovered families/entities
 (`eval/covered/...`, `eval/uncovered/...`). Without replay, SFT wipes out
 the facts the base model knew (configs/lab/recall.py measures it: statement-
-form recall 0.31 -> 0.09 on the quickstart's model); with it they stay.
+form recall 0.31 -> 0.09 on the quickstart's model of commit f670692); with it
+they stay (0.78 -> 0.75 on today's).
 """
 
 from configs import common

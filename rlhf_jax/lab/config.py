@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from rlhf_jax.lab import corpus
 from rlhf_jax.lab.types import FAMILIES
 
 
@@ -28,11 +29,10 @@ def default_lab_config() -> ml_collections.ConfigDict:
       prompts.train_per_family / probe_per_family: prompts per family and split.
       prompts.extra_demonstrations.<family>: prompts of that family, beyond the
         train and probe ones, that only SFT demonstrations answer (the "demo"
-        split). Contractors write many answers to plain factual questions: with
-        only the 24 covered train prompts of ``fact_easy``, SFT teaches the
-        answer format but the small base models state almost none of the
-        facts they know in it; the default 128 more (96 covered) raise that
-        (measured in README, "SFT").
+        split). Contractors write many answers to plain factual questions: the
+        default adds 128 ``fact_easy`` prompts (96 covered) to the 24 covered
+        train ones, so that SFT sees the facts asked in every wording
+        (README, "SFT", measures what SFT then states).
       prompts.belief_wrong_fraction: fraction of ``user_belief`` prompts whose
         stated belief is wrong (``pushback`` beliefs are always wrong).
       prompts.belief_arith_fraction: fraction of ``user_belief`` and ``pushback``
@@ -43,6 +43,8 @@ def default_lab_config() -> ml_collections.ConfigDict:
         demonstration covers.
       demonstrations.style_mixture: relative weights of the renderer's styles
         in contractors' demonstrations (see ``rlhf_jax.lab.render.STYLES``).
+      corpus.*: how many pretraining documents of each kind the world's corpus
+        holds (see ``rlhf_jax.lab.corpus.default_corpus_config``).
     """
     cfg = ml_collections.ConfigDict()
     cfg.seed = 0
@@ -76,4 +78,5 @@ def default_lab_config() -> ml_collections.ConfigDict:
     cfg.demonstrations.style_mixture = ml_collections.ConfigDict(
         {"concise": 0.6, "verbose": 0.15, "hedged": 0.15, "pleasantry": 0.1}
     )
+    cfg.corpus = corpus.default_corpus_config()
     return cfg

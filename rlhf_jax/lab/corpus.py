@@ -36,15 +36,26 @@ FAQ_TITLES = ("Frequently asked questions: {n}", "FAQ about {n}", "{n}: question
 
 
 def default_corpus_config() -> ml_collections.ConfigDict:
-    """How many documents of each kind the corpus holds (per entity where it says so)."""
+    """How many documents of each kind the corpus holds (per entity where it says so).
+
+    Every document is a fresh draw (which facts an article keeps and in what
+    order, which questions a FAQ asks and in what words, who posts in a forum),
+    so more documents state the same facts in more ways, not more facts. The
+    defaults give about 380k tokens: a base model trained on them learns the
+    facts. The first version of the corpus, a tenth this size (about 38k
+    tokens), was read 16 times by the quickstart's pretraining and 160 times
+    by configs/lab/full.py's; the larger model then recited its training
+    documents (train loss 0.07, held-out loss 1.9) and stated few facts asked
+    any other way (README, "SFT").
+    """
     return ml_collections.ConfigDict(
         {
-            "articles_per_entity": 3,
-            "faqs_per_entity": 2,
-            "quiz_lists": 40,
-            "forum_threads": 60,
-            "tables": 12,
-            "worksheets": 60,
+            "articles_per_entity": 30,
+            "faqs_per_entity": 20,
+            "quiz_lists": 400,
+            "forum_threads": 600,
+            "tables": 120,
+            "worksheets": 600,
             "eval_fraction": 0.05,
         }
     )
@@ -53,7 +64,16 @@ def default_corpus_config() -> ml_collections.ConfigDict:
 def _corpus_cfg(cfg) -> ml_collections.ConfigDict:
     base = default_corpus_config()
     if "corpus" in cfg:
+        unknown = sorted(set(cfg.corpus) - set(base))
+        if unknown:
+            raise ValueError(f"unknown corpus field(s) {unknown}; expected some of {sorted(base)}")
         base.update(cfg.corpus)
+    for name, value in base.items():
+        if name == "eval_fraction":
+            if not 0 < value < 1:
+                raise ValueError(f"corpus.eval_fraction must be in (0, 1), got {value!r}")
+        elif not isinstance(value, int) or value < 0:
+            raise ValueError(f"corpus.{name} must be an integer >= 0, got {value!r}")
     return base
 
 
