@@ -95,7 +95,7 @@ def test_corpus_counts_come_from_the_lab_config(lab):
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("tables", -1, r"corpus.tables must be an integer >= 0, got -1"),
+        ("tables", -1, r"config field corpus.tables must be an integer >= 0, got -1"),
         ("eval_fraction", 1.0, r"corpus.eval_fraction must be in \(0, 1\), got 1.0"),
         ("pages", 3, r"unknown corpus field\(s\) \['pages'\]; expected some of \["),
     ],

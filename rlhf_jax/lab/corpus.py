@@ -22,7 +22,7 @@ import numpy as np
 
 from rlhf_jax.lab import prompts as prompts_lib
 from rlhf_jax.lab import render
-from rlhf_jax.lab.types import Prompt
+from rlhf_jax.lab.types import Prompt, require_int
 from rlhf_jax.lab.world import World, fact_sentences
 
 HEADINGS = ("== {n} ==", "{n}", "Article: {n}", "{n} (overview)")
@@ -72,8 +72,8 @@ def _corpus_cfg(cfg) -> ml_collections.ConfigDict:
         if name == "eval_fraction":
             if not 0 < value < 1:
                 raise ValueError(f"corpus.eval_fraction must be in (0, 1), got {value!r}")
-        elif not isinstance(value, int) or value < 0:
-            raise ValueError(f"corpus.{name} must be an integer >= 0, got {value!r}")
+        else:
+            require_int(f"corpus.{name}", value, 0)
     return base
 
 

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from rlhf_jax.lab import world as world_lib
-from rlhf_jax.lab.types import FAMILIES, Prompt
+from rlhf_jax.lab.types import FAMILIES, Prompt, require_int
 
 SPLITS = ("train", "probe", "demo")
 
@@ -390,10 +390,7 @@ def _check(world: world_lib.World, cfg: ml_collections.ConfigDict) -> None:
         )
     p, cov = cfg.prompts, cfg.coverage
     for field in ("train_per_family", "probe_per_family"):
-        if not isinstance(p[field], int) or p[field] < 1:
-            raise ValueError(
-                f"config field prompts.{field} must be an integer >= 1, got {p[field]!r}"
-            )
+        require_int(f"prompts.{field}", p[field], 1)
     for name, value in (
         ("prompts.belief_wrong_fraction", p.belief_wrong_fraction),
         ("prompts.belief_arith_fraction", p.belief_arith_fraction),
@@ -411,11 +408,7 @@ def _check(world: world_lib.World, cfg: ml_collections.ConfigDict) -> None:
                 f"expected names from {FAMILIES}"
             )
     for family, count in extra.items():
-        if not isinstance(count, int) or count < 0:
-            raise ValueError(
-                f"config field prompts.extra_demonstrations.{family} must be an integer >= 0, "
-                f"got {count!r}"
-            )
+        require_int(f"prompts.extra_demonstrations.{family}", count, 0)
 
 
 def make_prompts(world: world_lib.World, cfg: ml_collections.ConfigDict) -> list[Prompt]:

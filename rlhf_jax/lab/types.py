@@ -23,6 +23,14 @@ FAMILIES = (
     "unanswerable",  # What is the capital of Qorthia? (no such country)
 )
 
+
+
+def require_int(field: str, value, least: int) -> None:
+    """Raises the lab's error for a config field that is not an integer >= ``least``."""
+    if not isinstance(value, int) or value < least:
+        raise ValueError(f"config field {field} must be an integer >= {least}, got {value!r}")
+
+
 # Families whose correctness an annotator with a verification limit cannot check.
 HARD_FAMILIES = ("fact_hard", "arith_hard")
 # Families with a single right answer (an entity name or a number).

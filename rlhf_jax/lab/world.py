@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from rlhf_jax.lab import phrases
+from rlhf_jax.lab.types import require_int
 
 SYLLABLES = (
     "ka", "vel", "mo", "ra", "os", "trel", "tarn", "kesh", "qor", "thi",
@@ -224,11 +225,7 @@ def _check_sizes(cfg: ml_collections.ConfigDict) -> None:
     minimum = {"num_countries": 3, "num_people": 3, "num_products": 1, "num_languages": 2}
     minimum |= {"num_absent_countries": 1, "num_absent_people": 1}
     for field, least in minimum.items():
-        value = w[field]
-        if not isinstance(value, int) or value < least:
-            raise ValueError(
-                f"config field world.{field} must be an integer >= {least}, got {value!r}"
-            )
+        require_int(f"world.{field}", w[field], least)
     if not isinstance(w.max_country_syllables, int) or not 2 <= w.max_country_syllables <= 3:
         raise ValueError(
             f"config field world.max_country_syllables must be 2 or 3, "
