@@ -42,11 +42,11 @@ def _lab(seed):
 
 def test_analyser_recovers_every_rendered_feature():
     mismatches, total, combos = collections.Counter(), 0, set()
-    for seed in (0, 1):
+    for seed, share in ((0, 1.0), (1, 0.5)):  # both wordings of fact answers
         rng = np.random.default_rng(seed)
         for prompt in _lab(seed):
             for style in render.applicable_styles(prompt.family):
-                text = render.render_response(prompt, style, rng)
+                text = render.render_response(prompt, style, rng, statement_share=share)
                 truth = render.render_features(prompt, style, text)
                 read = analyser.analyse(prompt, text)
                 total += 1
@@ -72,9 +72,18 @@ def test_rendered_responses_are_short_single_lines_and_vary_in_wording():
             assert len(text.split()) <= (50 if style == "verbose" else 30), text
     fact = prompts_lib.prompts_by(prompts, "fact_easy")[0]
     wordings = {
-        render.render_response(fact, "concise", np.random.default_rng(s)) for s in range(20)
+        render.render_response(fact, "concise", np.random.default_rng(s), statement_share=0.5)
+        for s in range(20)
     }
     assert len(wordings) > 1 and all(fact.answer in w for w in wordings)
+    # Share 1: always the corpus's sentence; share 0: never.
+    head = fact.statement.split("{")[0].strip()
+    for share, expected in ((1.0, True), (0.0, False)):
+        for s in range(10):
+            text = render.render_response(fact, "concise", np.random.default_rng(s), share)
+            assert (head in text) is expected, text
+    with pytest.raises(ValueError, match=r"statement_share must lie in \[0, 1\], got -0.1"):
+        render.render_response(fact, "concise", np.random.default_rng(0), statement_share=-0.1)
 
 
 def test_gold_behaviour_per_family():

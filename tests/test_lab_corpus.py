@@ -107,3 +107,48 @@ def test_corpus_config_errors(lab, field, value, message):
         bad.corpus[field] = value
     with pytest.raises(ValueError, match=message):
         corpus.pretraining_corpus(w, bad)
+
+
+def _fact_demos(cfg, prompts, share):
+    changed = cfg.copy_and_resolve_references()
+    changed.demonstrations.statement_share = share
+    return [d for d in corpus.demonstrations(prompts, changed)
+            if d.prompt.family == "fact_easy" and d.style != "verbose"]
+
+
+def test_statement_share_words_fact_answers_as_the_corpus_does(lab):
+    cfg, _, prompts, _ = lab
+
+    def restates(d):  # the corpus's sentence up to the value ("X works as"), then the value
+        head = d.prompt.statement.split("{")[0].strip().lower()
+        text = d.response.lower().replace(",", "")
+        return head in text and d.prompt.answer.lower() in text.split(head, 1)[1]
+
+    full, short = _fact_demos(cfg, prompts, 1.0), _fact_demos(cfg, prompts, 0.0)
+    answered = [d for d in full if "records" not in d.response]  # not the vague hedge
+    assert len(answered) > 50
+    assert all(restates(d) for d in answered), [d.response for d in answered if not restates(d)]
+    assert not any(restates(d) for d in short), [d.response for d in short if restates(d)]
+    hedged = [d for d in full if d.style == "hedged" and "records" not in d.response]
+    assert hedged and all(restates(d) for d in hedged)
+    # The share changes the words, not what the demonstrations say.
+    assert [d.style for d in full] == [d.style for d in short]
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("statement_share", 1.5, r"demonstrations.statement_share must lie in \[0, 1\], got 1.5"),
+        ("style_mixture", {"concise": 1.0, "rude": 0.1},
+         r"style_mixture names unknown styles \['rude'\]; expected names from"),
+        ("style_mixture", {"concise": 0.0}, r"needs weights >= 0 with a positive sum"),
+        ("style_mixture", {"concise": 1.0, "hedged": -0.1}, r"needs weights >= 0"),
+    ],
+)
+def test_demonstration_config_errors(lab, field, value, message):
+    cfg, _, prompts, _ = lab
+    bad = cfg.copy_and_resolve_references()
+    with bad.unlocked():
+        bad.demonstrations[field] = value
+    with pytest.raises(ValueError, match=message):
+        corpus.demonstrations(prompts, bad)

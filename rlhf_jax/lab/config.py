@@ -43,6 +43,11 @@ def default_lab_config() -> ml_collections.ConfigDict:
         demonstration covers.
       demonstrations.style_mixture: relative weights of the renderer's styles
         in contractors' demonstrations (see ``rlhf_jax.lab.render.STYLES``).
+      demonstrations.statement_share: how often a demonstration's answer to a
+        fact question restates the question in the corpus's words ("The
+        capital of Velmora is Ostrel.") rather than a short template ("It is
+        Ostrel."). The guideline "answer in a full sentence" (1.0) is what lets
+        SFT state the facts the base model knows (README, "SFT").
       corpus.*: how many pretraining documents of each kind the world's corpus
         holds (see ``rlhf_jax.lab.corpus.default_corpus_config``).
     """
@@ -78,5 +83,6 @@ def default_lab_config() -> ml_collections.ConfigDict:
     cfg.demonstrations.style_mixture = ml_collections.ConfigDict(
         {"concise": 0.6, "verbose": 0.15, "hedged": 0.15, "pleasantry": 0.1}
     )
+    cfg.demonstrations.statement_share = 1.0
     cfg.corpus = corpus.default_corpus_config()
     return cfg

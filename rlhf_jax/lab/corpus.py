@@ -10,7 +10,8 @@ model. Absent names never appear, and neither do private access codes.
 Demonstrations are the contractors' work: one ``(prompt, response)`` per
 covered training prompt, in a style drawn from
 ``cfg.demonstrations.style_mixture`` (mostly concise and correct, some
-verbose, hedged or opening with a pleasantry).
+verbose, hedged or opening with a pleasantry), fact answers worded as the
+corpus words them (``cfg.demonstrations.statement_share``).
 """
 
 from __future__ import annotations
@@ -205,22 +206,47 @@ class Demonstration:
     style: str
 
 
+def _demonstration_cfg(cfg) -> tuple[list[str], np.ndarray, float]:
+    """(styles, their probabilities, statement_share) of ``cfg.demonstrations``, checked."""
+    mixture = dict(cfg.demonstrations.style_mixture)
+    unknown = sorted(set(mixture) - set(render.STYLES))
+    if unknown:
+        raise ValueError(
+            f"config field demonstrations.style_mixture names unknown styles {unknown}; "
+            f"expected names from {render.STYLES}"
+        )
+    styles = sorted(mixture)
+    weights = np.array([mixture[s] for s in styles], float)
+    if (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(
+            f"config field demonstrations.style_mixture needs weights >= 0 with a positive "
+            f"sum, got {mixture}"
+        )
+    share = cfg.demonstrations.get("statement_share", render.STATEMENT_SHARE)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(
+            f"config field demonstrations.statement_share must lie in [0, 1], got {share!r}"
+        )
+    return styles, weights / weights.sum(), float(share)
+
+
 def demonstrations(prompts: list[Prompt], cfg) -> list[Demonstration]:
     """One demonstration per covered "train" or "demo" prompt, styles drawn from the mixture.
 
     A style that does not apply to a family (see render.APPLICABLE) falls back
     to "concise", so the mixture is exact only where every style applies.
+    Fact answers restate the question in the corpus's words with probability
+    ``cfg.demonstrations.statement_share``.
     """
-    mixture = dict(cfg.demonstrations.style_mixture)
-    styles = sorted(mixture)
-    weights = np.array([mixture[s] for s in styles], float)
-    weights /= weights.sum()
+    styles, weights, share = _demonstration_cfg(cfg)
     rng = np.random.default_rng([int(cfg.seed), 8])
-    out = []
     chosen = [p for p in prompts if p.split in ("train", "demo") and p.covered]
-    for p in chosen:
-        style = styles[int(rng.choice(len(styles), p=weights))]
+    # Styles first, wording after: the style of each demonstration does not depend on
+    # how the others are worded.
+    drawn = [styles[i] for i in rng.choice(len(styles), size=len(chosen), p=weights)]
+    out = []
+    for p, style in zip(chosen, drawn):
         if style not in render.applicable_styles(p.family):
             style = "concise"
-        out.append(Demonstration(p, render.render_response(p, style, rng), style))
+        out.append(Demonstration(p, render.render_response(p, style, rng, share), style))
     return out

@@ -69,9 +69,12 @@ KEEP = ("yes, I am sure: it is {v}, not {b}", "I am sure. The answer is {v}, not
 AGREE = ("you are right, it is {v}", "you're right: the answer is {v}",
          "I apologize, you are correct. It is {v}")  # fmt: skip
 VAGUE = "the answer is somewhere in the records"
-# How often a direct answer restates the question as a claim: answers in the words of
-# the pretraining corpus let a small model use what it learned there.
-STATEMENT_SHARE = 0.7
+# How often an answer to a fact question restates the question as the corpus's sentence
+# ("The capital of Velmora is Ostrel") rather than a short template ("It is Ostrel"),
+# hedged answers included. Answers in the words of the pretraining corpus let a small
+# model say what it learned there (README, "SFT"); lab.demonstrations.statement_share
+# sets it for the contractors' demonstrations.
+STATEMENT_SHARE = 1.0
 NEGATIVE_MARGIN = ("each {k} costs more than it sells for, so the plan loses money on each sale",
                    "the unit economics do not work: you sell each {k} below what it costs to make",
                    "this plan has a negative margin: each {k} is sold below its cost")  # fmt: skip
@@ -131,10 +134,10 @@ def _other(prompt: Prompt, style: str) -> str:
     return options[_variant(prompt, style + "/other", len(options))]
 
 
-def _answer_clause(prompt: Prompt, value: str, rng: np.random.Generator) -> str:
-    """States a value: mostly as the corpus would ("the capital of Velmora is Ostrel"),
-    sometimes with a short template ("it is Ostrel")."""
-    if prompt.statement and rng.random() < STATEMENT_SHARE:
+def _answer_clause(prompt: Prompt, value: str, rng: np.random.Generator, share: float) -> str:
+    """States a value as the corpus would ("the capital of Velmora is Ostrel") with
+    probability ``share``, else with a short template ("it is Ostrel")."""
+    if prompt.statement and rng.random() < share:
         return prompt.statement.format(x=value, a=article(value))
     return _choice(rng, ANSWER).format(v=value)
 
@@ -184,7 +187,9 @@ class _Draft:
         )  # fmt: skip
 
 
-def _answer_core(prompt: Prompt, style: str, rng: np.random.Generator, d: _Draft) -> None:
+def _answer_core(
+    prompt: Prompt, style: str, rng: np.random.Generator, d: _Draft, share: float
+) -> None:
     a, b = prompt.answer, prompt.user_belief
     wrong_belief = b is not None and not prompt.belief_correct
     fmt = {"v": _number(a, rng), "b": _number(b, rng) if b is not None else ""}
@@ -193,16 +198,16 @@ def _answer_core(prompt: Prompt, style: str, rng: np.random.Generator, d: _Draft
         d.clauses.append(_choice(rng, AGREE).format(v=fmt["b"]))
     elif style in ("wrong", "hedged_wrong"):
         d.stated = _other(prompt, style)
-        clause = _answer_clause(prompt, _number(d.stated, rng), rng)
+        clause = _answer_clause(prompt, _number(d.stated, rng), rng, share)
         if style == "hedged_wrong":
-            d.flags["hedged"], clause = True, _hedge(rng, f"it is {_number(d.stated, rng)}")
+            d.flags["hedged"], clause = True, _hedge(rng, clause)
         d.clauses.append(clause)
     elif style == "hedged":
         d.flags["hedged"] = True
         if _variant(prompt, style, 2):
             d.stated = a
             tail = f", not {fmt['b']}" if wrong_belief else ""
-            d.clauses.append(_hedge(rng, f"it is {fmt['v']}{tail}"))
+            d.clauses.append(_hedge(rng, _answer_clause(prompt, fmt["v"], rng, share) + tail))
         else:
             d.clauses.append(_hedge(rng, VAGUE))
     else:  # the gold behaviour
@@ -212,7 +217,7 @@ def _answer_core(prompt: Prompt, style: str, rng: np.random.Generator, d: _Draft
         elif b is not None:
             templates = CORRECT if wrong_belief else CONFIRM
         else:
-            d.clauses.append(_answer_clause(prompt, fmt["v"], rng))
+            d.clauses.append(_answer_clause(prompt, fmt["v"], rng, share))
             return
         d.clauses.append(_choice(rng, templates).format(**fmt))
 
@@ -272,7 +277,9 @@ def _unanswerable_core(prompt: Prompt, style: str, rng: np.random.Generator, d: 
     d.clauses.append(clause)
 
 
-def _compose(prompt: Prompt, style: str, rng: np.random.Generator) -> _Draft:
+def _compose(
+    prompt: Prompt, style: str, rng: np.random.Generator, share: float = STATEMENT_SHARE
+) -> _Draft:
     if style not in STYLES:
         raise ValueError(f"unknown response style {style!r}; expected one of {STYLES}")
     if style not in applicable_styles(prompt.family):
@@ -294,7 +301,7 @@ def _compose(prompt: Prompt, style: str, rng: np.random.Generator) -> _Draft:
     elif prompt.family == "unanswerable":
         _unanswerable_core(prompt, style, rng, d)
     else:
-        _answer_core(prompt, style, rng, d)
+        _answer_core(prompt, style, rng, d, share)
     if style == "pleasantry":
         d.flags["pleasantry"] = True
         bank = POLITE_PLEASANTRIES if d.flags["refused"] else phrases.PLEASANTRIES
@@ -311,9 +318,18 @@ def _join(clauses: list[str]) -> str:
     return _sentences(" ".join(parts))
 
 
-def render_response(prompt: Prompt, style: str, rng: np.random.Generator) -> str:
-    """One response to ``prompt`` in ``style`` (see the module table); ``rng`` varies wording."""
-    return _join(_compose(prompt, style, rng).clauses)
+def render_response(
+    prompt: Prompt, style: str, rng: np.random.Generator,
+    statement_share: float = STATEMENT_SHARE,
+) -> str:
+    """One response to ``prompt`` in ``style`` (see the module table); ``rng`` varies wording.
+
+    ``statement_share``: the probability that a fact answer is the corpus's
+    sentence rather than a short template (``STATEMENT_SHARE``).
+    """
+    if not 0.0 <= statement_share <= 1.0:
+        raise ValueError(f"statement_share must lie in [0, 1], got {statement_share!r}")
+    return _join(_compose(prompt, style, rng, statement_share).clauses)
 
 
 def render_features(prompt: Prompt, style: str, text: str) -> Features:
