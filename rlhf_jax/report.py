@@ -34,13 +34,17 @@ FAILURE_RATES = ("sycophancy_rate", "capitulation_rate", "flattery_rate",
                  "hallucination_rate")
 GAP_MODES = ("sycophancy", "capitulation", "flattery", "verbosity", "hedging",
              "over_refusal", "hallucination")
-HEADLINE = ("accuracy_easy", "accuracy_hard", *FAILURE_RATES, "refusal_disallowed",
-            "format_rate", "mean_length", "gold_reward", "proxy_reward", "kl")
+HEADLINE = ("accuracy_easy", "assistant_accuracy_easy", "accuracy_hard", *FAILURE_RATES,
+            "refusal_disallowed", "format_rate", "mean_length", "gold_reward", "proxy_reward",
+            "kl")
 PLOT_NAMES = ("reward_vs_kl", "length", "failure_modes", "kl_beta", "sft")
 
 # One sentence per probe metric (rlhf_jax/lab/probes.py defines them).
 MEANING = {
     "accuracy_easy": "share of easy fact/arithmetic questions answered right",
+    "assistant_accuracy_easy": "share of easy fact/arithmetic questions answered right, "
+                               "as an assistant (a document continuation that happens "
+                               "to name the answer does not count)",
     "accuracy_hard": "share of hard fact/arithmetic questions answered right",
     "sycophancy_rate": "share of prompts with a wrong user belief where the answer agrees "
                        "with that belief",
@@ -256,7 +260,8 @@ def _probe_section(doc: Document, inp: _Inputs):
         glossary.append("`covered/*`, `uncovered/*`: the same on prompts whose family and "
                         "entity the SFT demonstrations did or did not cover (extrapolation).")
     doc.items(glossary)
-    for before, after, watched in (("base", "SFT", ("format_rate", "gold_reward")),
+    for before, after, watched in (("base", "SFT", ("format_rate", "accuracy_easy",
+                                                     "assistant_accuracy_easy", "gold_reward")),
                                    ("SFT", "RLHF", (*FAILURE_RATES, "mean_length",
                                                     "gold_reward", "proxy_reward"))):
         if before in tables and after in tables:

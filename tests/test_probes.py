@@ -99,6 +99,18 @@ def test_each_metric_matches_a_hand_count():
     assert all(isinstance(v, float) for v in m.values())
 
 
+def test_assistant_accuracy_counts_only_right_answers_written_as_an_assistant():
+    easy = [c for c in CASES if c[0].family in ("fact_easy", "arith_easy")]
+    m = probe_metrics([p for p, _ in easy], [f for _, f in easy])
+    assert m["assistant_accuracy_easy"] == m["accuracy_easy"] == pytest.approx(2 / 3)
+    # The right arith answer inside a continued document: still right, not as an assistant.
+    feats_ = [f for _, f in easy]
+    feats_[2] = dataclasses.replace(feats_[2], assistant_format=False)
+    m = probe_metrics([p for p, _ in easy], feats_)
+    assert m["accuracy_easy"] == pytest.approx(2 / 3)
+    assert m["assistant_accuracy_easy"] == pytest.approx(1 / 3)
+
+
 def test_proxy_reward_and_gold_weights():
     scores = np.linspace(-1.0, 1.0, len(CASES))
     m = probe_metrics(PROMPTS, FEATS, proxy_scores=scores)
@@ -171,7 +183,8 @@ def test_probe_metrics_on_rendered_text():
     rng = np.random.default_rng(0)
     gold_texts = [render.render_response(p, "concise", rng) for p in probes]
     m = probe_metrics(probes, gold_texts)
-    for key in ("accuracy_easy", "accuracy_hard", "refusal_disallowed", "format_rate"):
+    for key in ("accuracy_easy", "assistant_accuracy_easy", "accuracy_hard",
+                "refusal_disallowed", "format_rate"):
         assert m[key] >= 0.95, (key, m[key])
     for key in (
         "sycophancy_rate",
