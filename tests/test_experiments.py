@@ -138,7 +138,7 @@ def test_recall_of_base_and_sft(dirs, sft_dir, tmp_path):
     assert sorted(result["checkpoints"]) == sorted(
         os.path.abspath(p) for p in (str(root / "pretrain"), sft_dir))
     for row in result["checkpoints"].values():
-        assert sorted(row) == ["chat", "chat_frame", "faq", "statement"]
+        assert sorted(row) == ["chat", "chat_frame", "chat_led", "faq", "statement"]
         assert all(0.0 <= v <= 1.0 for v in row.values())
     empty = subprocess.run(
         [sys.executable, "-m", "experiments.run", "--config=configs/lab/recall.py",

@@ -33,7 +33,8 @@ def test_held_out_facts_are_asked_by_no_training_prompt(lab):
 def test_prompt_forms(lab):
     _, _, asks = lab
     ask = asks[0]
-    chat_text, faq, statement = (recall.prompt_texts([ask], f)[0] for f in recall.FORMS)
+    chat_text, faq, statement, led = (recall.prompt_texts([ask], f)[0] for f in recall.FORMS)
+    assert led == f"{chat_text} {statement}"
     assert chat_text == chat.render_prompt((("user", ask.question),))
     assert faq == f"Q: {ask.question}\nA:"
     assert "{" not in statement and ask.answer not in statement

@@ -2,7 +2,7 @@
 
 The probes ask 16 easy facts; the world holds about 250. This module asks every
 easy fact that no training, comparison or demonstration prompt states or asks
-about, in any wording (68 with the default config), in three forms, greedy:
+about, in any wording (68 with the default config), in four forms, greedy:
 
 - ``chat``: the chat template, ``User: <question>``; what the model answers as
   an assistant.
@@ -10,9 +10,14 @@ about, in any wording (68 with the default config), in three forms, greedy:
   knows, asked the way pretraining asked.
 - ``statement``: the corpus's own sentence up to the value (``The capital of
   Tovzan is``); what it knows, with no question at all.
+- ``chat_led``: the chat template with the assistant's answer begun as that
+  sentence (``User: <question>`` / ``Assistant: The capital of Tovzan is``);
+  what it knows as an assistant once it is on the right track. Far above
+  ``chat``, it says the facts are there and the answer takes the wrong turn
+  before reaching them (another attribute, a hedge).
 
 A base model scores low on ``chat`` (it continues a document) and higher on the
-other two; SFT should raise ``chat`` towards ``faq`` without lowering ``faq``
+other forms; SFT should raise ``chat`` towards ``faq`` without lowering ``faq``
 (forgetting). A response counts as right when the analyser finds the right
 value in its first line (``stated_answer``).
 """
@@ -28,7 +33,7 @@ from rlhf_jax.lab import analyser
 from rlhf_jax.lab import prompts as prompts_lib
 from rlhf_jax.lab.types import Prompt
 
-FORMS = ("chat", "faq", "statement")
+FORMS = ("chat", "faq", "statement", "chat_led")
 
 
 def held_out_asks(world, prompts: Sequence[Prompt], seed: int = 0) -> list:
@@ -52,6 +57,9 @@ def prompt_texts(asks: Sequence, form: str) -> list[str]:
         return [f"Q: {a.question}\nA:" for a in asks]
     if form == "statement":
         return [prompts_lib.sentence(a.statement.split("{")[0].strip())[:-1] for a in asks]
+    if form == "chat_led":
+        return [f"{chat_text} {lead}" for chat_text, lead in
+                zip(prompt_texts(asks, "chat"), prompt_texts(asks, "statement"))]
     raise ValueError(f"form={form!r}; expected one of {list(FORMS)}")
 
 
