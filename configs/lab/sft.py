@@ -4,8 +4,9 @@
         --config.init_from=workdirs/lab/pretrain
 
 About 330 demonstrations (the covered training prompts plus ~96 more plain
-fact questions, lab.prompts.extra_demonstrations), packed into 128-token
-rows, with as many rows of the pretraining corpus mixed in
+fact questions, lab.prompts.extra_demonstrations), answering fact questions
+in the corpus's own sentence (lab.demonstrations.statement_share), packed
+into rows, with as many rows of the pretraining corpus mixed in
 (data.replay_fraction 0.5). On a 2-core CPU: about a minute. Step 0 of
 metrics.jsonl scores the base model on the held-out probes (it continues
 documents: format rate near 0); format rate passes 90% within 100 steps.

@@ -80,8 +80,8 @@ def default_lab_config() -> ml_collections.ConfigDict:
     cfg.demonstrations = ml_collections.ConfigDict()
     # Like real contractors: mostly concise and correct, a minority longer,
     # some hedged, some opening with a pleasantry. Half the hedged answers give no
-    # answer at all; at 15% hedged, the SFT model hedged instead of answering on
-    # a third of held-out facts (README, "SFT").
+    # answer at all; at 15% hedged, the greedy SFT model hedged on 9-24% of
+    # held-out facts and stated fewer of them than the base model (README, "SFT").
     cfg.demonstrations.style_mixture = ml_collections.ConfigDict(
         {"concise": 0.7, "verbose": 0.15, "hedged": 0.05, "pleasantry": 0.1}
     )
