@@ -92,23 +92,6 @@ def test_corpus_counts_come_from_the_lab_config(lab):
     assert all(s in text for group in fact_sentences(w).values() for s in group)
 
 
-@pytest.mark.parametrize(
-    "field, value, message",
-    [
-        ("tables", -1, r"config field corpus.tables must be an integer >= 0, got -1"),
-        ("eval_fraction", 1.0, r"corpus.eval_fraction must be in \(0, 1\), got 1.0"),
-        ("pages", 3, r"unknown corpus field\(s\) \['pages'\]; expected some of \["),
-    ],
-)
-def test_corpus_config_errors(lab, field, value, message):
-    cfg, w, _, _ = lab
-    bad = cfg.copy_and_resolve_references()
-    with bad.unlocked():
-        bad.corpus[field] = value
-    with pytest.raises(ValueError, match=message):
-        corpus.pretraining_corpus(w, bad)
-
-
 def _fact_demos(cfg, prompts, share):
     changed = cfg.copy_and_resolve_references()
     changed.demonstrations.statement_share = share
@@ -136,19 +119,28 @@ def test_statement_share_words_fact_answers_as_the_corpus_does(lab):
 
 
 @pytest.mark.parametrize(
-    "field, value, message",
+    "section, field, value, message",
     [
-        ("statement_share", 1.5, r"demonstrations.statement_share must lie in \[0, 1\], got 1.5"),
-        ("style_mixture", {"concise": 1.0, "rude": 0.1},
+        ("corpus", "tables", -1, r"config field corpus.tables must be an integer >= 0, got -1"),
+        ("corpus", "eval_fraction", 1.0, r"corpus.eval_fraction must be in \(0, 1\), got 1.0"),
+        ("corpus", "pages", 3, r"unknown corpus field\(s\) \['pages'\]; expected some of \["),
+        ("demonstrations", "statement_share", 1.5,
+         r"demonstrations.statement_share must lie in \[0, 1\], got 1.5"),
+        ("demonstrations", "style_mixture", {"concise": 1.0, "rude": 0.1},
          r"style_mixture names unknown styles \['rude'\]; expected names from"),
-        ("style_mixture", {"concise": 0.0}, r"needs weights >= 0 with a positive sum"),
-        ("style_mixture", {"concise": 1.0, "hedged": -0.1}, r"needs weights >= 0"),
+        ("demonstrations", "style_mixture", {"concise": 0.0},
+         r"needs weights >= 0 with a positive sum"),
+        ("demonstrations", "style_mixture", {"concise": 1.0, "hedged": -0.1},
+         r"needs weights >= 0"),
     ],
 )
-def test_demonstration_config_errors(lab, field, value, message):
-    cfg, _, prompts, _ = lab
+def test_lab_config_errors(lab, section, field, value, message):
+    cfg, w, prompts, _ = lab
     bad = cfg.copy_and_resolve_references()
     with bad.unlocked():
-        bad.demonstrations[field] = value
+        bad[section][field] = value
     with pytest.raises(ValueError, match=message):
-        corpus.demonstrations(prompts, bad)
+        if section == "corpus":
+            corpus.pretraining_corpus(w, bad)
+        else:
+            corpus.demonstrations(prompts, bad)
