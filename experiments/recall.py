@@ -21,6 +21,19 @@ import jax
 from rlhf_jax import generate, runtime, sampling
 
 
+def lab_config(config):
+    """The lab config whose held-out facts to ask: ``config.lab``, or, with
+    ``config.lab_from`` set, the one the run in that workdir trained with."""
+    source = config.get("lab_from", "")
+    if not source:
+        return config.lab
+    lab = runtime.read_config(source).get("lab")
+    if lab is None:
+        raise ValueError(f"config.lab_from={source!r}: its config.json has no lab config; "
+                         "is it the workdir of a lab run (pretrain, sft, reward, ppo)?")
+    return lab
+
+
 def run(config, workdir):
     from experiments.eval import load_policy  # noqa: PLC0415
     from rlhf_jax.lab import datasets, recall  # noqa: PLC0415
@@ -29,7 +42,7 @@ def run(config, workdir):
     if not checkpoints:
         raise ValueError("config.checkpoints must name one or more run workdirs, comma separated")
     mesh, rules = runtime.mesh_and_rules(config)
-    world, prompts = datasets.world_and_prompts(config.lab)
+    world, prompts = datasets.world_and_prompts(lab_config(config))
     asks = recall.held_out_asks(world, prompts, config.seed)
     print(f"recall: {len(asks)} easy facts no training prompt asks", flush=True)
     results = {"num_facts": len(asks), "checkpoints": {}}

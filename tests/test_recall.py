@@ -62,3 +62,34 @@ def test_frame_rate_looks_for_the_corpus_sentence(lab):
     assert recall.frame_rate([a, b], responses) == 0.5
     with pytest.raises(ValueError, match="1 asks but 2 responses"):
         recall.frame_rate([a], responses)
+
+
+def test_lab_config_from_a_run_workdir(lab, tmp_path):
+    import json  # noqa: PLC0415
+
+    from configs.lab import recall as recall_config  # noqa: PLC0415
+    from experiments import recall as recall_exp  # noqa: PLC0415
+
+    world, _, default_asks = lab
+    cfg = recall_config.get_config()
+    assert recall_exp.lab_config(cfg) is cfg.lab
+    # A run that trained on fewer demonstrations leaves more facts held out.
+    trained = default_lab_config()
+    trained.prompts.extra_demonstrations.fact_easy = 64
+    run = tmp_path / "sft"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"experiment": "sft", "lab": trained.to_dict()}))
+    cfg.lab_from = str(run)
+    got = recall_exp.lab_config(cfg)
+    assert got.prompts.extra_demonstrations.fact_easy == 64
+    asks = recall.held_out_asks(world, prompts_lib.make_prompts(world, got))
+    assert len(asks) > len(default_asks)
+    other = tmp_path / "bench"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"experiment": "benchmark"}))
+    cfg.lab_from = str(other)
+    with pytest.raises(ValueError, match=r"config.json has no lab config; is it the workdir"):
+        recall_exp.lab_config(cfg)
+    cfg.lab_from = str(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match=r"config.json not found"):
+        recall_exp.lab_config(cfg)

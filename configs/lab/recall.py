@@ -4,7 +4,9 @@
         --config.checkpoints=workdirs/lab/pretrain,workdirs/lab/sft
 
 Separates what a model knows (FAQ and statement form) from what it says as an
-assistant (chat form), over every easy fact no training prompt asks.
+assistant (chat form), over every easy fact no training prompt asks. The
+held-out facts follow the lab config: for checkpoints trained with lab
+overrides, pass the same overrides or --config.lab_from=<their SFT workdir>.
 """
 
 import ml_collections
@@ -22,6 +24,9 @@ def get_config(arg=None):
     config.mesh = base.mesh
     config.sharding_rules = base.sharding_rules
     config.lab = default_lab_config()
+    # A run workdir (e.g. the SFT run's) whose lab config replaces config.lab, so
+    # that the held-out facts are those that run did not train on.
+    config.lab_from = ""
     config.checkpoints = ""  # comma-separated run workdirs
     config.batch_size = 128
     config.prompt_len = 64
