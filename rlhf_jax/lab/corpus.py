@@ -23,7 +23,7 @@ import numpy as np
 
 from rlhf_jax.lab import prompts as prompts_lib
 from rlhf_jax.lab import render
-from rlhf_jax.lab.types import Prompt, require_int
+from rlhf_jax.lab.types import Prompt, require_fraction, require_int
 from rlhf_jax.lab.world import World, fact_sentences
 
 HEADINGS = ("== {n} ==", "{n}", "Article: {n}", "{n} (overview)")
@@ -223,10 +223,7 @@ def _demonstration_cfg(cfg) -> tuple[list[str], np.ndarray, float]:
             f"sum, got {mixture}"
         )
     share = cfg.demonstrations.get("statement_share", render.STATEMENT_SHARE)
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(
-            f"config field demonstrations.statement_share must lie in [0, 1], got {share!r}"
-        )
+    require_fraction("demonstrations.statement_share", share)
     return styles, weights / weights.sum(), float(share)
 
 

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 
 from rlhf_jax.lab import world as world_lib
-from rlhf_jax.lab.types import FAMILIES, Prompt, require_int
+from rlhf_jax.lab.types import FAMILIES, Prompt, require_fraction, require_int
 
 SPLITS = ("train", "probe", "demo")
 
@@ -396,8 +396,7 @@ def _check(world: world_lib.World, cfg: ml_collections.ConfigDict) -> None:
         ("prompts.belief_arith_fraction", p.belief_arith_fraction),
         ("coverage.uncovered_entity_fraction", cov.uncovered_entity_fraction),
     ):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"config field {name} must lie in [0, 1], got {value!r}")
+        require_fraction(name, value)
     extra = dict(p.get("extra_demonstrations", {}))
     for field, names in (("prompts.extra_demonstrations", extra),
                          ("coverage.uncovered_families", cov.uncovered_families)):

@@ -31,6 +31,12 @@ def require_int(field: str, value, least: int) -> None:
         raise ValueError(f"config field {field} must be an integer >= {least}, got {value!r}")
 
 
+def require_fraction(field: str, value) -> None:
+    """Raises the lab's error for a config field outside [0, 1]."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"config field {field} must lie in [0, 1], got {value!r}")
+
+
 # Families whose correctness an annotator with a verification limit cannot check.
 HARD_FAMILIES = ("fact_hard", "arith_hard")
 # Families with a single right answer (an entity name or a number).
