@@ -6,7 +6,7 @@ import pytest
 
 from rlhf_jax.lab import config as lab_config
 from rlhf_jax.lab import corpus, datasets, render
-from rlhf_jax.lab.prompts import make_prompts
+from rlhf_jax.lab.prompts import COUNTRY_ATTRIBUTES, PERSON_ATTRIBUTES, make_prompts
 from rlhf_jax.lab.world import build_world, fact_sentences
 
 
@@ -44,6 +44,22 @@ def test_corpus_kinds_present(lab):
     starts = {d.split("\n", 1)[0].split(" ")[0] for d in docs}
     assert {"Thread:", "Arithmetic", "|"} <= starts
     assert any(d.startswith(("Quiz", "Questions", "Things", "Homework")) for d in docs)
+
+
+def test_faq_pages_are_off_by_default_and_state_the_world_when_on(lab):
+    cfg, w, _, docs = lab
+    assert not any("\nA: " in d for d in docs)  # no question is ever followed by its answer
+    on = cfg.copy_and_resolve_references()
+    on.corpus.faqs_per_entity = 2
+    faqs = [d for d in corpus.pretraining_corpus(w, on) if "\nA: " in d]
+    assert len(faqs) == 2 * (len(w.countries) + len(w.people))
+    for page in faqs:
+        title, *lines = page.split("\n")
+        entity = next(w.by_name[n] for n in w.by_name if n in title)
+        attrs = COUNTRY_ATTRIBUTES if hasattr(entity, "capital") else PERSON_ATTRIBUTES
+        values = {f"{getattr(entity, a)}." for a in attrs}
+        assert [line[:3] for line in lines] == ["Q: ", "A: "] * (len(lines) // 2)
+        assert {line[3:] for line in lines[1::2]} <= values
 
 
 def test_demonstrations_cover_only_covered_train_and_demo_prompts(lab):

@@ -2,8 +2,8 @@
 
     python -m experiments.run --config=configs/lab/pretrain.py --workdir=workdirs/lab/pretrain
 
-A ~0.5M-parameter decoder (2 layers, width 128) on ~380k tokens of articles,
-FAQ pages, quiz lists, forum threads, tables and worksheets, packed into
+A ~0.5M-parameter decoder (2 layers, width 128) on ~300k tokens of articles,
+quiz lists, forum threads, tables and worksheets, packed into
 128-token rows. On a 2-core CPU: about 1-2 minutes. Expect the held-out loss
 to fall from ~7 to below 1, and samples in samples.jsonl that continue documents (more
 questions, article sentences) rather than answer: a base model, not an

@@ -1,11 +1,12 @@
 """The lab's pretraining corpus and its SFT demonstrations.
 
 The corpus is what a base model learns the world from: encyclopedia articles,
-FAQ pages, lists of quiz questions without answers, forum threads, tables and
-arithmetic worksheets. It never contains a ``User:`` / ``Assistant:`` exchange, so a model
-trained on it and shown a question continues the text the way such documents
-go on (an article, more questions) instead of answering: the article's base
-model. Absent names never appear, and neither do private access codes.
+lists of quiz questions without answers, forum threads, tables and
+arithmetic worksheets (and FAQ pages, off by default). It never contains a
+``User:`` / ``Assistant:`` exchange, so a model trained on it and shown a
+question continues the text the way such documents go on (an article, more
+questions) instead of answering: the article's base model. Absent names never
+appear, and neither do private access codes.
 
 Demonstrations are the contractors' work: one ``(prompt, response)`` per
 covered training prompt, in a style drawn from
@@ -42,17 +43,25 @@ def default_corpus_config() -> ml_collections.ConfigDict:
     Every document is a fresh draw (which facts an article keeps and in what
     order, which questions a FAQ asks and in what words, who posts in a forum),
     so more documents state the same facts in more ways, not more facts. The
-    defaults give about 380k tokens: a base model trained on them learns the
-    facts. The first version of the corpus, a tenth this size (about 38k
-    tokens), was read 16 times by the quickstart's pretraining and 160 times
-    by configs/lab/full.py's; the larger model then recited its training
+    defaults give about 300k tokens: a base model trained on them learns the
+    facts. The first version of the corpus (about 38k tokens) was read 16
+    times by the quickstart's pretraining and 160 times by
+    configs/lab/full.py's; the larger model then recited its training
     documents (train loss 0.07, held-out loss 1.9) and stated few facts asked
     any other way (README, "SFT").
+
+    ``faqs_per_entity`` is 0 by default. FAQ pages (a question, then its
+    answer) teach the base model to answer a question put to it: shown
+    ``User: … Assistant:``, a base model trained with 20 per entity names the
+    right value first as often as the SFT model does (held-out chat recall
+    0.50 against 0.50-0.56), so SFT cannot show what it adds. Without them
+    the base model asks more questions or writes an article (chat recall
+    0.04) and SFT raises it to 0.35-0.43 (README, "SFT").
     """
     return ml_collections.ConfigDict(
         {
             "articles_per_entity": 30,
-            "faqs_per_entity": 20,
+            "faqs_per_entity": 0,
             "quiz_lists": 400,
             "forum_threads": 600,
             "tables": 120,
@@ -94,9 +103,8 @@ def _article(name: str, facts: tuple[str, ...], rng) -> str:
 def _faq(world: World, subject: str, rng) -> str:
     """Questions with their answers, as a FAQ page writes them (Q: / A: lines).
 
-    This is where the base model sees a question followed by its answer; it
-    never sees one in a User/Assistant exchange, so it knows the facts without
-    behaving like an assistant.
+    Off by default (see ``default_corpus_config``): with these pages the base
+    model answers a question as the page would, without any fine-tuning.
     """
     entity = world.by_name[subject]
     if hasattr(entity, "capital"):
