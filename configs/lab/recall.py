@@ -3,8 +3,8 @@
     python -m experiments.run --config=configs/lab/recall.py --workdir=workdirs/lab/recall \
         --config.checkpoints=workdirs/lab/pretrain,workdirs/lab/sft
 
-Separates what a model knows (FAQ and statement form) from what it says as an
-assistant (chat form), over every easy fact no training prompt asks. The
+Separates what a model knows (statement form; FAQ form when the corpus has
+FAQ pages) from what it says as an assistant (chat form), over every easy fact no training prompt asks. The
 held-out facts follow the lab config: for checkpoints trained with lab
 overrides, pass the same overrides or --config.lab_from=<their SFT workdir>.
 """

@@ -6,8 +6,10 @@ about, in any wording (68 with the default config), in four forms, greedy:
 
 - ``chat``: the chat template, ``User: <question>``; what the model answers as
   an assistant.
-- ``faq``: ``Q: <question>`` / ``A:`` as on the corpus's FAQ pages; what it
-  knows, asked the way pretraining asked.
+- ``faq``: ``Q: <question>`` / ``A:`` as FAQ pages ask; what it knows, asked
+  the way pretraining asked when the corpus has FAQ pages
+  (``lab.corpus.faqs_per_entity``; the default corpus has none, and a model
+  trained on it goes on with more questions here).
 - ``statement``: the corpus's own sentence up to the value (``The capital of
   Tovzan is``); what it knows, with no question at all.
 - ``chat_led``: the chat template with the assistant's answer begun as that
@@ -16,9 +18,9 @@ about, in any wording (68 with the default config), in four forms, greedy:
   ``chat``, it says the facts are there and the answer takes the wrong turn
   before reaching them (another attribute, a hedge).
 
-A base model scores low on ``chat`` (it continues a document) and higher on the
-other forms; SFT should raise ``chat`` towards ``faq`` without lowering ``faq``
-(forgetting). A response counts as right when the analyser finds the right
+A base model scores low on ``chat`` (it continues a document) and higher on
+``statement`` and ``chat_led``; SFT should raise ``chat`` towards them without
+lowering them (forgetting). A response counts as right when the analyser finds the right
 value in its first line (``stated_answer``).
 """
 
