@@ -4,9 +4,10 @@
         --config.checkpoints=workdirs/lab/pretrain,workdirs/lab/sft
 
 Separates what a model knows (statement form; FAQ form when the corpus has
-FAQ pages) from what it says as an assistant (chat form), over every easy fact no training prompt asks. The
-held-out facts follow the lab config: for checkpoints trained with lab
-overrides, pass the same overrides or --config.lab_from=<their SFT workdir>.
+FAQ pages) from what it says as an assistant (chat form), over every easy
+fact no training prompt asks. The held-out facts follow the lab config: for
+checkpoints trained with lab overrides, pass the same overrides or
+--config.lab_from=<their SFT workdir>.
 """
 
 import ml_collections
