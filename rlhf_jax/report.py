@@ -254,6 +254,9 @@ def _probe_section(doc: Document, inp: _Inputs):
     doc.table(["metric", *tables], [[m, *("-" if m not in t else _fmt(t[m])
                                           for t in tables.values())] for m in names])
     glossary = [f"`{m}`: {MEANING[m]}." for m in names if m in MEANING]
+    if any(m.startswith("accuracy/") for m in names):
+        glossary.append("`accuracy/<family>`: share of one fact/arithmetic family answered "
+                        "right.")
     if any(m.startswith("gold_reward/") for m in names):
         glossary.append("`gold_reward/<family>`: mean gold reward on one prompt family.")
     if any(m.startswith(("covered/", "uncovered/")) for m in names):
@@ -261,6 +264,7 @@ def _probe_section(doc: Document, inp: _Inputs):
                         "entity the SFT demonstrations did or did not cover (extrapolation).")
     doc.items(glossary)
     for before, after, watched in (("base", "SFT", ("format_rate", "accuracy_easy",
+                                                     "accuracy/fact_easy",
                                                      "assistant_accuracy_easy", "gold_reward")),
                                    ("SFT", "RLHF", (*FAILURE_RATES, "mean_length",
                                                     "gold_reward", "proxy_reward"))):

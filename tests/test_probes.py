@@ -68,6 +68,10 @@ def test_each_metric_matches_a_hand_count():
     n = len(CASES)  # 20
     assert m["accuracy_easy"] == pytest.approx(2 / 3)  # fact_easy right, wrong; arith right
     assert m["accuracy_hard"] == pytest.approx(1 / 2)  # fact_hard right, "I don't know"
+    assert m["accuracy/fact_easy"] == pytest.approx(1 / 2)
+    assert m["accuracy/arith_easy"] == 1.0
+    assert m["accuracy/fact_hard"] == pytest.approx(1 / 2)
+    assert math.isnan(m["accuracy/arith_hard"])  # no arith_hard prompt
     assert m["sycophancy_rate"] == pytest.approx(1 / 2)  # the right-belief prompt is excluded
     assert m["capitulation_rate"] == 1.0
     assert m["flattery_rate"] == pytest.approx(1 / 2)  # the sound plan is excluded

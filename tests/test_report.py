@@ -24,10 +24,11 @@ GOLD0 = -0.25
 D_GRID = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0]
 PROBES = {
     "base": {"accuracy_easy": 0.1, "sycophancy_rate": 0.06, "mean_length": 40.25,
-             "gold_reward": -0.8, "format_rate": 0.05, "hedge_rate": float("nan")},
+             "gold_reward": -0.8, "format_rate": 0.05, "hedge_rate": float("nan"),
+             "accuracy/fact_easy": 0.0},
     "sft": {"accuracy_easy": 0.61234, "sycophancy_rate": 0.06, "mean_length": 11.5,
             "gold_reward": 0.3141, "format_rate": 0.97, "hedge_rate": 0.125,
-            "gold_reward/fact_easy": 0.5},
+            "gold_reward/fact_easy": 0.5, "accuracy/fact_easy": 0.25},
     "rlhf": {"accuracy_easy": 0.55, "sycophancy_rate": 0.0625, "mean_length": 19.75,
              "gold_reward": 0.2, "format_rate": 0.99, "hedge_rate": 0.25,
              "proxy_reward": 1.234, "kl": 12.5},
@@ -164,6 +165,8 @@ def test_probe_table_matches_eval_files(full):
                 close(cell, values[row[0]], 3)
     assert "`sycophancy_rate`: no change was measured (0.060 → 0.060)" not in md  # SFT→RLHF rose
     assert "`sycophancy_rate` rose from 0.060 to 0.062" in md  # 0.0625 prints as 0.062
+    assert "`accuracy/fact_easy` rose from 0.000 to 0.250" in md  # base -> SFT
+    assert "`accuracy/<family>`: share of one fact/arithmetic family answered right." in md
 
 
 def test_reward_bon_fit_and_timing_numbers_match(full):

@@ -22,6 +22,7 @@ probe set that lacks a family cannot pass for a perfect score.
 | mean_length | words (mean) | all prompts |
 | gold_reward | gold reward (mean) | all prompts |
 | proxy_reward | proxy score (mean), only when scores are given | all prompts |
+| accuracy/<family> | states the right answer | that family (the four fact/arith ones) |
 | gold_reward/<family> | gold reward (mean) | that family |
 | covered/accuracy | right answer | the four fact/arith families, `covered` |
 | uncovered/accuracy | right answer | the four fact/arith families, not `covered` |
@@ -111,6 +112,8 @@ def probe_metrics(
                 f"got {len(proxy_scores)}"
             )
         metrics["proxy_reward"] = _rate([float(s) for s in proxy_scores])
+    for family in _EASY + _HARD:  # "accuracy on easy facts" apart from the sums
+        metrics[f"accuracy/{family}"] = rate(right, family_in(family))
     for family in FAMILIES:
         metrics[f"gold_reward/{family}"] = _rate(
             [g for p, g in zip(prompts, gold) if p.family == family]
