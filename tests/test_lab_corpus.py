@@ -55,7 +55,8 @@ def test_faq_pages_are_off_by_default_and_state_the_world_when_on(lab):
     assert len(faqs) == 2 * (len(w.countries) + len(w.people))
     for page in faqs:
         title, *lines = page.split("\n")
-        entity = next(w.by_name[n] for n in w.by_name if n in title)
+        (entity,) = [w.by_name[n] for n in w.by_name
+                     if title in {t.format(n=n) for t in corpus.FAQ_TITLES}]
         attrs = COUNTRY_ATTRIBUTES if hasattr(entity, "capital") else PERSON_ATTRIBUTES
         values = {f"{getattr(entity, a)}." for a in attrs}
         assert [line[:3] for line in lines] == ["Q: ", "A: "] * (len(lines) // 2)
