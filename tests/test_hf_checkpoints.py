@@ -346,8 +346,15 @@ def test_checkpoint_errors_name_the_file_or_tensor(tmp_path):
     ({"rope_parameters": {"rope_type": "yarn", "rope_theta": 1.0}}, r"plain RoPE only"),
     ({"attention_bias": True}, r"sets attention_bias=true; this model has no biases"),
     ({"hidden_act": "gelu"}, r"hidden_act='gelu'; expected 'silu'"),
-    ({"architectures": ["GemmaForCausalLM"], "hidden_activation": "gelu"},
-     r"hidden_activation='gelu'; expected one of \['gelu_pytorch_tanh', 'gelu_new'\]"),
+    ({"architectures": ["GemmaForCausalLM"], "hidden_act": "gelu_pytorch_tanh",
+      "hidden_activation": "gelu"},
+     r"GemmaForCausalLM with hidden_activation='gelu'; this model implements tanh-approximate "
+     r"GELU only \(hidden_activation must be one of \['gelu_pytorch_tanh', 'gelu_new'\]"),
+    # transformers >= 4.4x reads hidden_act: a Gemma that says "silu" computes SiLU there.
+    ({"architectures": ["GemmaForCausalLM"], "hidden_act": "silu"},
+     r"GemmaForCausalLM with hidden_act='silu'; this model implements tanh-approximate GELU"),
+    ({"intermediate_size": None}, r"config.json: no 'intermediate_size' field\(s\), which "
+                                  r"LlamaForCausalLM needs"),
 ])
 def test_config_rejections(change, message):
     with pytest.raises(ValueError, match=message):

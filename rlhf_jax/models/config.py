@@ -24,7 +24,10 @@ class ModelConfig:
 
     ``head_dim=None`` means ``embed_dim // num_heads``. ``dtype`` is the compute
     dtype, ``param_dtype`` the storage dtype of parameters; logits are always
-    returned in float32.
+    returned in float32. ``sliding_window`` is a Mistral checkpoint's attention
+    window: this model attends to the whole context, which is the same
+    computation only while the window covers it (``sliding_window >= max_len``);
+    it is kept so that an export writes the window back.
     """
 
     vocab_size: int
@@ -37,6 +40,7 @@ class ModelConfig:
     max_len: int
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
+    sliding_window: int | None = None
     norm_scale_plus_one: bool = False
     scale_embeddings: bool = False
     activation: str = "silu"
@@ -110,6 +114,13 @@ class ModelConfig:
                 raise ValueError(
                     f"model.{name}={getattr(self, name)!r} is not one of {list(DTYPES)}"
                 )
+        if self.sliding_window is not None and (
+                not isinstance(self.sliding_window, int) or self.sliding_window < self.max_len):
+            raise ValueError(
+                f"model.sliding_window={self.sliding_window!r} must be unset or an integer >= "
+                f"model.max_len={self.max_len}: this model attends to the whole context, which "
+                "equals sliding-window attention only while the window covers it"
+            )
         if self.rope_theta <= 0 or self.norm_eps <= 0:
             raise ValueError(
                 f"model.rope_theta={self.rope_theta} and model.norm_eps={self.norm_eps} "

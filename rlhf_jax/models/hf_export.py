@@ -40,7 +40,7 @@ def default_architecture(cfg: ModelConfig) -> str:
     if gemma == (True, True, "gelu_tanh"):
         return "GemmaForCausalLM"
     if gemma == (False, False, "silu"):
-        return "LlamaForCausalLM"
+        return "MistralForCausalLM" if cfg.sliding_window is not None else "LlamaForCausalLM"
     raise ValueError(
         f"no supported HF architecture matches norm_scale_plus_one={cfg.norm_scale_plus_one}, "
         f"scale_embeddings={cfg.scale_embeddings}, activation={cfg.activation!r}: Llama/Mistral "
@@ -54,10 +54,15 @@ def hf_config(cfg: ModelConfig, architecture: str, dtype: str, tokenizer_path=No
         raise ValueError(
             f"cannot export as {architecture}; supported: {list(SUPPORTED_ARCHITECTURES)}"
         )
-    wanted = "GemmaForCausalLM" if architecture == "GemmaForCausalLM" else "LlamaForCausalLM"
-    if default_architecture(cfg) != wanted:
+    found = default_architecture(cfg)
+    if (found == "GemmaForCausalLM") != (architecture == "GemmaForCausalLM"):
         raise ValueError(
-            f"model config does not compute {architecture}: it matches {default_architecture(cfg)}"
+            f"model config does not compute {architecture}: it matches {found}"
+        )
+    if cfg.sliding_window is not None and architecture != "MistralForCausalLM":
+        raise ValueError(
+            f"the model has sliding_window={cfg.sliding_window} (a Mistral checkpoint's); as "
+            f"{architecture} it would attend past the window: export as MistralForCausalLM"
         )
     out = {
         "architectures": [architecture],
@@ -83,7 +88,7 @@ def hf_config(cfg: ModelConfig, architecture: str, dtype: str, tokenizer_path=No
     else:
         out.update(hidden_act="silu", mlp_bias=False)
         if architecture == "MistralForCausalLM":
-            out["sliding_window"] = None
+            out["sliding_window"] = cfg.sliding_window
     if tokenizer_path is not None:
         sp = spm.SentencePieceProcessor(model_file=tokenizer_path)
         for name, token in (("bos", sp.bos_id()), ("eos", sp.eos_id()), ("pad", sp.pad_id())):

@@ -102,14 +102,36 @@ def _rope_theta(c: dict, arch: str) -> float:
     return float(params.get("rope_theta", c.get("rope_theta", 10000.0)))
 
 
+_REQUIRED = ("vocab_size", "num_hidden_layers", "hidden_size", "num_attention_heads",
+             "intermediate_size")
+
+
+def _gemma_activation(c: dict, source: str) -> None:
+    """Gemma's MLP activation must be tanh-approximate GELU in every transformers version.
+
+    Older versions read ``hidden_activation`` (tanh-GELU when unset); newer ones read
+    ``hidden_act`` (whose legacy value "gelu" they map to tanh-GELU). A config that
+    names anything else in either field computes another activation somewhere, so it
+    is rejected rather than loaded as tanh-GELU.
+    """
+    for name, allowed in (("hidden_act", (*_GELU_TANH, "gelu")),
+                          ("hidden_activation", _GELU_TANH)):
+        value = c.get(name)
+        if value is not None and value not in allowed:
+            raise ValueError(
+                f"{source}: GemmaForCausalLM with {name}={value!r}; this model implements "
+                f"tanh-approximate GELU only ({name} must be one of {list(allowed)} or unset)")
+
+
 def config_from_hf(
     config_json: dict,
     *,
     max_len: int | None = None,
     dtype: str | None = None,
     param_dtype: str | None = None,
+    source: str = "config.json",
 ) -> ModelConfig:
-    """The ModelConfig of an HF ``config.json`` (as a dict).
+    """The ModelConfig of an HF ``config.json`` (as a dict; `source` names it in errors).
 
     ``max_len`` defaults to ``max_position_embeddings``; ``param_dtype`` to the
     checkpoint's ``torch_dtype`` (float32 when absent); ``dtype`` (compute) to
@@ -118,6 +140,11 @@ def config_from_hf(
     """
     c = config_json
     arch = architecture_of(c)
+    needed = _REQUIRED + (("max_position_embeddings",) if max_len is None else ())
+    missing = [k for k in needed if c.get(k) is None]
+    if arch in SUPPORTED_ARCHITECTURES + REJECTED_ARCHITECTURES and missing:
+        raise ValueError(f"{source}: no {', '.join(repr(k) for k in missing)} field(s), which "
+                         f"{arch} needs")
     if arch in REJECTED_ARCHITECTURES:
         raise ValueError(
             f"{arch} cannot be loaded: this project's transformer lacks "
@@ -135,14 +162,9 @@ def config_from_hf(
     head_dim = c.get("head_dim") or int(c["hidden_size"]) // num_heads
     if max_len is None:
         max_len = int(c["max_position_embeddings"])
+    window = None
     if arch == "GemmaForCausalLM":
-        # HF Gemma uses hidden_activation, falling back to tanh-GELU when it is unset.
-        act = c.get("hidden_activation") or "gelu_pytorch_tanh"
-        if act not in _GELU_TANH:
-            raise ValueError(
-                f"GemmaForCausalLM config has hidden_activation={act!r}; expected one of "
-                f"{list(_GELU_TANH)} (tanh-approximate GELU)"
-            )
+        _gemma_activation(c, source)
         family = dict(norm_scale_plus_one=True, scale_embeddings=True, activation="gelu_tanh",
                       tied_embeddings=bool(c.get("tie_word_embeddings", True)))
     else:
@@ -171,6 +193,7 @@ def config_from_hf(
         max_len=int(max_len),
         rope_theta=_rope_theta(c, arch),
         norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+        sliding_window=None if window is None else int(window),
         dtype=dtype or param_dtype,
         param_dtype=param_dtype,
         **family,
@@ -245,8 +268,24 @@ def read_config(folder: str) -> dict:
     path = os.path.join(folder, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"checkpoint folder {folder} has no config.json")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            config = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column "
+                         f"{e.colno}); is the file complete?") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def _open(path: str):
+    """safe_open of one safetensors file, its errors naming the file."""
+    try:
+        return safe_open(path, framework="numpy")
+    except Exception as e:  # SafetensorError, OSError: all mean an unreadable file
+        raise ValueError(f"{path}: not a readable safetensors file ({e}); is the file "
+                         "complete?") from None
 
 
 def weight_map(folder: str) -> dict[str, str]:
@@ -254,8 +293,12 @@ def weight_map(folder: str) -> dict[str, str]:
     index = os.path.join(folder, "model.safetensors.index.json")
     single = os.path.join(folder, "model.safetensors")
     if os.path.exists(index):
-        with open(index) as f:
-            mapping = json.load(f)["weight_map"]
+        try:
+            with open(index) as f:
+                mapping = json.load(f)["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{index}: not a safetensors index with a 'weight_map' "
+                             f"({type(e).__name__}: {e})") from None
         for name, file in mapping.items():
             if not os.path.exists(os.path.join(folder, file)):
                 raise FileNotFoundError(
@@ -263,7 +306,7 @@ def weight_map(folder: str) -> dict[str, str]:
                 )
         return mapping
     if os.path.exists(single):
-        with safe_open(single, framework="numpy") as f:
+        with _open(single) as f:
             return {name: "model.safetensors" for name in f.keys()}
     raise FileNotFoundError(
         f"checkpoint folder {folder} has neither model.safetensors nor "
@@ -297,7 +340,7 @@ def load_hf_checkpoint(
     A config that says untied but has no ``lm_head.weight`` is loaded tied.
     """
     cfg = config_from_hf(read_config(folder), max_len=max_len, dtype=dtype,
-                         param_dtype=param_dtype)
+                         param_dtype=param_dtype, source=os.path.join(folder, "config.json"))
     files = weight_map(folder)
     if not cfg.tied_embeddings and "lm_head.weight" not in files:
         logging.warning("%s: no lm_head.weight, so the output layer is tied to embed_tokens",
@@ -335,9 +378,12 @@ def load_hf_checkpoint(
     loaded = {}
     for file, file_specs in by_file.items():  # one shard open at a time
         path = os.path.join(folder, file)
-        with safe_open(path, framework="numpy") as f:
+        with _open(path) as f:
             for s in file_specs:
-                tensor = f.get_slice(s.hf_name)
+                try:
+                    tensor = f.get_slice(s.hf_name)
+                except Exception as e:  # a header that lies about the data
+                    raise ValueError(f"{path}: tensor {s.hf_name} cannot be read ({e})") from None
                 found = tuple(tensor.get_shape())
                 if found != s.hf_shape:
                     raise ValueError(

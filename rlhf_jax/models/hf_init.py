@@ -50,15 +50,15 @@ def checkpoint_model(hf_path: str, model_cfg) -> ModelConfig:
                 else ModelConfig.from_config(model_cfg))
     found = hf_import.config_from_hf(
         hf_import.read_config(hf_path), max_len=expected.max_len, dtype=expected.dtype,
-        param_dtype=expected.param_dtype)
+        param_dtype=expected.param_dtype, source=os.path.join(hf_path, "config.json"))
     files = hf_import.weight_map(hf_path)
     if not found.tied_embeddings and "lm_head.weight" not in files:
         found = dataclasses.replace(found, tied_embeddings=True)  # as load_hf_checkpoint does
     problems = model_mismatches(found, expected)
     if problems:
         raise ValueError(
-            f"{hf_path}/config.json does not describe config.model:\n  " + "\n  ".join(problems)
-            + "\nPick the config preset of this model or override the fields "
+            f"{hf_path}/config.json does not describe config.model: " + "; ".join(problems)
+            + ". Pick the config preset of this model or override the fields "
             "(--config.model.<field>=<value>)"
         )
     return found
