@@ -15,17 +15,41 @@ fresh start.
 
 from __future__ import annotations
 
+import logging
 import os
-import signal
-import threading
+import shutil
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from rlhf_jax import errors, preemption
+
 META = "meta"
-SIGTERM_EXIT_CODE = 143  # 128 + SIGTERM, what a shell reports for a process ended by it
+CORRUPT_DIR = "checkpoints.unreadable"  # beside checkpoints/, out of Orbax's sight
+
+
+class _QuietOrbax(logging.Filter):
+    """Drops Orbax log records that only repeat what the run reports itself.
+
+    Two warnings come with every read-only manager (one per checkpoint lookup);
+    and a save that fails in Orbax's writer threads is logged there with its
+    traceback before the same error reaches the run, which reports it in one
+    line. ``RLHF_JAX_TRACEBACK=1`` keeps the thread tracebacks.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if text.startswith(("Given directory is read only",
+                            "CheckpointManagerOptions.read_only=True")):
+            return False
+        thread_failure = "orbax" in record.pathname and "raised an exception" in text
+        return not (thread_failure and not errors.want_traceback())
+
+
+logging.getLogger("absl").addFilter(_QuietOrbax())
 
 
 class CheckpointError(RuntimeError):
@@ -75,8 +99,9 @@ class Checkpointer:
       workdir: the experiment's workdir; checkpoints go to ``<workdir>/checkpoints``.
       every_steps: save when ``step % every_steps == 0`` (0 disables periodic saves).
       keep: how many of the latest checkpoints to keep.
-      handle_sigterm: install a SIGTERM handler that asks the loop to checkpoint
-        and stop (a TPU VM gets SIGTERM ahead of preemption).
+      handle_sigterm: install the process's SIGTERM handler
+        (:mod:`rlhf_jax.preemption`), which asks the loop to checkpoint and stop
+        (a TPU VM gets SIGTERM ahead of preemption).
     """
 
     def __init__(self, workdir: str, *, every_steps: int, keep: int = 3, handle_sigterm=True):
@@ -84,19 +109,15 @@ class Checkpointer:
             raise ValueError(f"checkpoint every_steps must be >= 0, got {every_steps}")
         self.directory = checkpoint_dir(workdir)
         self.every_steps = every_steps
+        self._keep = keep
         self._mgr = _manager(self.directory, keep=keep, read_only=False)
-        self._stop_requested = threading.Event()
-        if handle_sigterm and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._on_sigterm)
-
-    def _on_sigterm(self, signum, frame):
-        del signum, frame
-        self._stop_requested.set()
+        if handle_sigterm:
+            preemption.install()
 
     @property
     def stop_requested(self) -> bool:
         """True once SIGTERM arrived: save now and stop."""
-        return self._stop_requested.is_set()
+        return preemption.requested()
 
     def latest_step(self) -> int | None:
         return self._mgr.latest_step()
@@ -119,15 +140,68 @@ class Checkpointer:
         return False
 
     def restore(self, abstract_state: Mapping[str, Any], step: int | None = None):
-        """Restores (state, meta) of `step` (default: latest) onto the target's shardings."""
+        """Restores (state, meta) of `step` (default: latest) onto the target's shardings.
+
+        When the latest step cannot be read but the one before it can, the latest
+        was damaged (a file cut short, a disk error): it is moved aside to
+        ``<workdir>/checkpoints.unreadable/`` and the run resumes from the step
+        before, saying so. When both fail, the config, not the files, is the
+        likelier cause, and nothing is moved.
+        """
+        latest = step is None
         step = self.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {self.directory}")
-        return _restore(self._mgr, self.directory, step, abstract_state, with_meta=True)
+        try:
+            return _restore(self._mgr, self.directory, step, abstract_state, with_meta=True)
+        except CheckpointError as bad:
+            earlier = [s for s in self._mgr.all_steps() if s < step]
+            if not latest or not earlier:
+                raise CheckpointError(
+                    f"{bad} If the config differs from the run that wrote it, use a new "
+                    f"workdir; if its files are damaged, delete {self.directory}/{step} and "
+                    "rerun to start over" + (" from the step before." if earlier else ".")
+                ) from None
+            previous = max(earlier)
+            try:
+                out = _restore(self._mgr, self.directory, previous, abstract_state,
+                               with_meta=True)
+            except CheckpointError:
+                raise CheckpointError(
+                    f"checkpoint steps {step} and {previous} in {self.directory} both fail to "
+                    f"restore ({_reason(bad.__cause__)}), so the config probably differs from "
+                    "the run that wrote them: use a new workdir") from None
+            self._set_aside(step, bad)
+            return out
+
+    def _set_aside(self, step: int, bad: CheckpointError) -> None:
+        aside = os.path.join(os.path.dirname(self.directory), CORRUPT_DIR)
+        target = os.path.join(aside, str(step))
+        if jax.process_index() == 0:
+            os.makedirs(aside, exist_ok=True)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        from rlhf_jax import runtime  # noqa: PLC0415
+
+        runtime.barrier(f"set aside checkpoint {step}")
+        self._mgr.close()
+        self._mgr = _manager(self.directory, keep=self._keep, read_only=False)
+        print(f"checkpoint: step {step} in {self.directory} cannot be read "
+              f"({_reason(bad.__cause__)}); moved it to {target} and resumed from step "
+              f"{self.latest_step()}", file=sys.stderr, flush=True)
 
     def close(self):
         self._mgr.wait_until_finished()
         self._mgr.close()
+
+
+def _reason(exc: BaseException | None) -> str:
+    """The first line of an Orbax/TensorStore error, which can run to sixty lines."""
+    if exc is None:
+        return "unknown error"
+    text = errors.one_line(exc)
+    return text if len(text) <= 240 else text[:237] + "..."
 
 
 def _restore(mgr, directory, step, abstract_state, *, with_meta):
@@ -135,9 +209,8 @@ def _restore(mgr, directory, step, abstract_state, *, with_meta):
         out = mgr.restore(step, args=_restore_args(abstract_state, with_meta))
     except Exception as e:  # Orbax raises many types; all mean the same to the user
         raise CheckpointError(
-            f"checkpoint step {step} in {directory} exists but cannot be restored into this "
-            f"run's state ({type(e).__name__}: {e}). Fix the config to match the run that "
-            "wrote it, or use a new workdir; it is never overwritten by a fresh start."
+            f"checkpoint {directory}/{step} cannot be restored into this run's state "
+            f"({_reason(e)})."
         ) from e
     state = {k: _unwrap(out[k], v) for k, v in abstract_state.items()}
     meta = dict(out[META]) if with_meta and out.get(META) is not None else {}
@@ -160,7 +233,13 @@ def restore_items(workdir: str, abstract_items: Mapping[str, Any], step: int | N
         step = mgr.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"init_from={workdir!r}: {directory} holds no checkpoint")
-        state, _ = _restore(mgr, directory, step, abstract_items, with_meta=False)
+        try:
+            state, _ = _restore(mgr, directory, step, abstract_items, with_meta=False)
+        except CheckpointError as e:
+            raise CheckpointError(
+                f"init_from={workdir!r}: {e} If its files are damaged, rerun that phase's "
+                "command: it sets the damaged step aside and redoes it; if its model differs "
+                "from this run's config.model, fix the config") from None
         return state
     finally:
         mgr.close()
@@ -174,6 +253,31 @@ def latest_step(workdir: str) -> int | None:
     mgr = _manager(directory, keep=None, read_only=True)
     try:
         return mgr.latest_step()
+    finally:
+        mgr.close()
+
+
+def verify(workdir: str, step: int | None = None) -> None:
+    """Reads every item of a checkpoint back (no target: arrays land on one device).
+
+    Raises CheckpointError naming the step folder when any file is damaged. For
+    checkpoints that fit one device (the lab's); the pipeline calls it before
+    it skips a finished phase, so a damaged final step is redone, not trusted.
+    """
+    directory = checkpoint_dir(workdir)
+    mgr = _manager(directory, keep=None, read_only=True)
+    try:
+        step = mgr.latest_step() if step is None else step
+        if step is None:
+            raise CheckpointError(f"{directory} holds no checkpoint")
+        folder = os.path.join(directory, str(step))
+        items = sorted(n for n in os.listdir(folder) if os.path.isdir(os.path.join(folder, n)))
+        args = {n: ocp.args.JsonRestore() if n == META else ocp.args.StandardRestore()
+                for n in items}
+        try:
+            mgr.restore(step, args=ocp.args.Composite(**args))
+        except Exception as e:  # Orbax raises many types; all mean an unreadable step
+            raise CheckpointError(f"checkpoint {folder} cannot be read ({_reason(e)})") from e
     finally:
         mgr.close()
 

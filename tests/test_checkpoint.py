@@ -61,7 +61,8 @@ def test_unrestorable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
     ckpt.save(5, {"params": {"w": jnp.zeros((3, 3))}})
     wrong = {"params": {"w": jax.ShapeDtypeStruct((4, 4), jnp.float32)}}
     fresh_calls = []
-    with pytest.raises(checkpoint.CheckpointError, match="step 5 .* exists but cannot be restored"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"checkpoints/5 cannot be restored into "
+                       r"this run's state \(Requested shape: \(4, 4\).* use a new workdir"):
         checkpoint.resume_or_init(ckpt, wrong, lambda: fresh_calls.append(1))
     assert not fresh_calls
 

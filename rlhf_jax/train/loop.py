@@ -2,17 +2,20 @@
 
 It owns the order of things that make runs resumable: one step, then metrics
 at log steps (the only place device values are fetched), evaluation, then the
-checkpoint decision, and on SIGTERM a checkpoint and a clean exit with status
-143 so a wrapper script can tell preemption from failure.
+checkpoint decision, and on SIGTERM a checkpoint and
+:class:`rlhf_jax.preemption.Preempted`, which the runner turns into exit status
+143 so a wrapper script can tell preemption from failure. A step, its
+evaluation and its checkpoint are one region that SIGTERM does not cut short
+(sampling inside an evaluation checks for it), so the signal costs no work.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlhf_jax.checkpoint import SIGTERM_EXIT_CODE, Checkpointer
+from rlhf_jax import preemption
+from rlhf_jax.checkpoint import Checkpointer
 from rlhf_jax.metrics import MetricWriter, Progress
 
 StepFn = Callable[[Any, int], tuple[Any, Mapping[str, Any]]]
@@ -54,30 +57,27 @@ def run_loop(
         return checkpointer.maybe_save(step, to_checkpoint(state), meta, final=final)
 
     if eval_at_start and eval_fn is not None and start_step == 0:
-        writer.write(0, eval_fn(state, 0))
+        with preemption.deferred():
+            writer.write(0, eval_fn(state, 0))
+        preemption.check(f"{desc} was scoring its starting point (step 0)")
 
     for step in range(start_step + 1, total_steps + 1):
-        state, metrics = step_fn(state, step)
-        is_last = step == total_steps
-        if is_last and finalize is not None:
-            state = finalize(state)
-        record = {}
-        if step % log_every == 0 or is_last:
-            record.update(metrics)
-        if eval_fn is not None and ((eval_every and step % eval_every == 0) or is_last):
-            record.update(eval_fn(state, step))
-        if record:
-            record = writer.write(step, record)
-        progress.update(step, record or None)
-        save(state, step, final=is_last)
+        with preemption.deferred():
+            state, metrics = step_fn(state, step)
+            is_last = step == total_steps
+            if is_last and finalize is not None:
+                state = finalize(state)
+            record = {}
+            if step % log_every == 0 or is_last:
+                record.update(metrics)
+            if eval_fn is not None and ((eval_every and step % eval_every == 0) or is_last):
+                record.update(eval_fn(state, step))
+            if record:
+                record = writer.write(step, record)
+            progress.update(step, record or None)
+            save(state, step, final=is_last or checkpointer.stop_requested)
         if checkpointer.stop_requested:
-            save(state, step, final=True)
-            print(
-                f"\nSIGTERM: checkpoint saved at step {step}; rerun the same command to resume.",
-                file=sys.stderr,
-                flush=True,
-            )
             checkpointer.close()
             writer.close()
-            sys.exit(SIGTERM_EXIT_CODE)
+            raise preemption.Preempted(f"checkpoint saved at step {step} ({desc})")
     return state
