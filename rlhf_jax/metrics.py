@@ -3,7 +3,11 @@
 ``metrics.jsonl`` holds one JSON object per log step, ``{"step": N, "train/loss": ...}``.
 Tools and tests read it, so names are stable. When a run resumes from step S,
 lines past S (written after the checkpoint the run resumed from) are dropped,
-so the file of a resumed run reads like that of an uninterrupted one.
+and a run that starts without a checkpoint drops them all, so the file of a
+resumed run reads like that of an uninterrupted one. TensorBoard's event files
+are rewritten from the lines kept, so they too hold each step once; any other
+per-step JSONL file (``samples.jsonl``) is trimmed the same way with
+:func:`trim_records`.
 
 Only process 0 writes. Values may be device arrays: they are fetched here, at
 log steps, and nowhere else.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -52,30 +57,63 @@ def last_value(workdir: str, name: str):
     return None
 
 
+def trim_records(path: str, keep_through: int | None) -> list[dict]:
+    """Keeps the records of a per-step JSONL file with ``step <= keep_through``; returns them.
+
+    ``keep_through=None`` (a run that starts without a checkpoint) keeps none. A
+    last line cut short by a kill is dropped with the rest past the step.
+    """
+    kept = []
+    if keep_through is not None and os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a kill
+                if isinstance(record, dict) and record.get("step", 0) <= keep_through:
+                    kept.append(record)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, path)
+    return kept
+
+
 class MetricWriter:
     """Writes metrics of one run.
 
     Args:
       workdir: the run's workdir.
-      resume_step: the step the run restarts from; records past it are dropped.
+      resume_step: the step of the checkpoint the run resumed from (records past it
+        are dropped), or None for a run that starts without one (all are dropped).
       tensorboard: also write TensorBoard event files to ``<workdir>/tensorboard``.
       enabled: write anything at all (False on processes other than 0).
     """
 
-    def __init__(self, workdir: str, *, resume_step: int = 0, tensorboard=True, enabled=None):
+    def __init__(self, workdir: str, *, resume_step: int | None = None, tensorboard=True,
+                 enabled=None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.path = os.path.join(workdir, METRICS_FILE)
         self._tb = None
         if not self.enabled:
             return
         os.makedirs(workdir, exist_ok=True)
-        kept = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
-        with open(self.path, "w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in kept)
+        kept = trim_records(self.path, resume_step)
         if tensorboard:
             from tensorboardX import SummaryWriter  # noqa: PLC0415  (optional at import time)
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=30)
+            events = os.path.join(workdir, "tensorboard")
+            if os.path.isdir(events):  # rewritten from the kept records: each step once
+                shutil.rmtree(events)
+            self._tb = SummaryWriter(events, flush_secs=30)
+            for record in kept:
+                self._scalars(record)
+
+    def _scalars(self, record: dict) -> None:
+        for k, v in record.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self._tb.add_scalar(k, v, record["step"])
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict:
         """Appends one record; returns it as plain Python values."""
@@ -85,9 +123,7 @@ class MetricWriter:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
             if self._tb is not None:
-                for k, v in record.items():
-                    if k != "step" and isinstance(v, (int, float)):
-                        self._tb.add_scalar(k, v, step)
+                self._scalars(record)
         return record
 
     def close(self):

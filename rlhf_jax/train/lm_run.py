@@ -8,13 +8,14 @@ and checkpoints. The drivers only decide which rows and which extra metrics.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import jax
 
 from rlhf_jax import checkpoint, runtime
 from rlhf_jax.data.iterator import BatchIterator
-from rlhf_jax.metrics import MetricWriter
+from rlhf_jax.metrics import MetricWriter, trim_records
 from rlhf_jax.train import lm
 from rlhf_jax.train.loop import run_loop
 
@@ -28,8 +29,13 @@ def train_lm(
     extra_eval: Callable[[lm.LMTrainer, dict, int], dict] | None = None,
     desc: str,
     eval_at_start: bool = False,
+    step_files: tuple[str, ...] = (),
 ):
-    """Runs LM training to ``config.num_steps``; returns (trainer, final state)."""
+    """Runs LM training to ``config.num_steps``; returns (trainer, final state).
+
+    `step_files` are the driver's own per-step JSONL files in the workdir (such
+    as ``samples.jsonl``), trimmed on resume like metrics.jsonl.
+    """
     mesh, rules = runtime.mesh_and_rules(config)
     trainer = lm.make_trainer(config.model, config.optim, config.num_steps, mesh, rules)
     train_step, eval_step = lm.make_train_step(trainer), lm.make_eval_step(trainer)
@@ -50,7 +56,11 @@ def train_lm(
         iterator.set_state(meta["data"])
     where = f" ({config.init_from})" if source == "init_from" else ""
     print(f"{desc}: {source}{where} at step {start} of {config.num_steps}", flush=True)
-    writer = MetricWriter(workdir, resume_step=start)
+    resume_step = start if source == "resumed" else None
+    writer = MetricWriter(workdir, resume_step=resume_step)
+    if jax.process_index() == 0:
+        for name in step_files:
+            trim_records(os.path.join(workdir, name), resume_step)
 
     def step_fn(state, step):
         idx = next(iterator)
