@@ -34,6 +34,7 @@ from rlhf_jax.train import lm, ppo, reward
 
 # Optimiser schedules need a horizon; it only shapes the learning rate, never the speed.
 _SCHEDULE_STEPS = 1000
+RECOMPUTED = True  # every run measures afresh; the runner never refuses a rerun
 
 
 def _record(config, env: dict, name: str, shapes: dict, timing: dict, **fields) -> dict:

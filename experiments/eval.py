@@ -25,6 +25,8 @@ from rlhf_jax import generate, runtime, scoring
 from rlhf_jax.metrics import MetricWriter
 from rlhf_jax.train import lm
 
+RECOMPUTED = True  # every run rewrites its whole output; the runner never refuses a rerun
+
 
 def load_policy(workdir, mesh, rules):
     """(graphdef, params, run config) of a pretrain/SFT/PPO workdir's policy."""
@@ -55,7 +57,8 @@ def run(config, workdir):
         proxy = scoring.score_texts(score, rm["params"], rm["norm"], tok,
                                     [p.turns for p in prompts], gen.texts,
                                     max_len=config.eval.score_len,
-                                    batch_size=config.eval.batch_size, mesh=mesh)["mean"]
+                                    batch_size=config.eval.batch_size, mesh=mesh,
+                                    label="probe responses scored")["mean"]
         metrics["proxy_reward"] = float(np.mean(proxy))
     if config.reference:
         ref_graphdef, ref, _ = load_policy(config.reference, mesh, rules)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax import checkpoint, runtime
+from rlhf_jax import checkpoint, ledger, preemption, runtime
 from rlhf_jax.data import batching, chat
 from rlhf_jax.data.iterator import BatchIterator
 from rlhf_jax.metrics import MetricWriter
@@ -80,6 +80,10 @@ def load_prompts(config, workdir):
                         f"{config.data.prompts_file}:{n}: expected "
                         f'{{"prompt": str}} or {{"messages": [...]}} ({e})') from None
         cut = max(1, int(len(texts) * config.data.eval_fraction))
+        if len(texts) <= cut:
+            raise jsonl.DataError(
+                f"{config.data.prompts_file}: {len(texts)} prompt(s); PPO needs at least "
+                f"{cut + 1} (the last {cut} are held out for evaluation)")
         return texts[:-cut], texts[-cut:]
     raise ValueError(f"config.data.source={config.data.source!r}; expected 'lab' or 'jsonl'")
 
@@ -111,8 +115,9 @@ def run(config, workdir):
     start = int(state["step"])
     train_texts, eval_prompts = load_prompts(config, workdir)
     plen = config.data.prompt_len
-    prompts = batching.left_pad_prompts(tok.encode_batch(train_texts), plen, tok.pad_id,
-                                        truncate=True)
+    ids = tok.encode_batch(train_texts)
+    ledger.record_prompts("training prompts", (len(p) for p in ids), plen)
+    prompts = batching.left_pad_prompts(ids, plen, tok.pad_id, truncate=True)
     iterator = BatchIterator(len(train_texts), config.ppo.rollout_batch_size, config.seed,
                              process_index=jax.process_index(),
                              process_count=jax.process_count())
@@ -120,7 +125,7 @@ def run(config, workdir):
         iterator.set_state(meta["data"])
     print(f"ppo: {source} at iteration {start} of {config.num_steps}; "
           f"{len(train_texts)} prompts", flush=True)
-    writer = MetricWriter(workdir, resume_step=start)
+    writer = MetricWriter(workdir, resume_step=start if source == "resumed" else None)
 
     def step_fn(state, step):
         idx = next(iterator)
@@ -147,14 +152,16 @@ def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step):
     """Samples every held-out prompt with the current policy (rollout without update)."""
     lab = not isinstance(eval_prompts[0], str)
     texts = [chat.render_prompt(p.turns) for p in eval_prompts] if lab else eval_prompts
-    enc = batching.left_pad_prompts(tok.encode_batch(texts), config.data.prompt_len,
-                                    tok.pad_id, truncate=True)
+    ids = tok.encode_batch(texts)
+    ledger.record_prompts("eval prompts", (len(p) for p in ids), config.data.prompt_len)
+    enc = batching.left_pad_prompts(ids, config.data.prompt_len, tok.pad_id, truncate=True)
     b, n = config.ppo.rollout_batch_size, len(texts)
     # Sampling keys must not depend on the training state's RNG stream: a fixed eval key.
     eval_state = {**state, "rng": jax.random.key_data(
         jax.random.fold_in(runtime.seed_key(config, "eval"), step))}
     scores, kls, responses = [], [], []
     for lo in range(0, n, b):
+        preemption.check("sampling the eval prompts")
         idx = (np.arange(lo, lo + b) % n)[runtime.process_rows(b)]  # this process's share
         batch = runtime.global_batch(trainer.mesh, {"t": enc["prompt_tokens"][idx],
                                                     "m": enc["prompt_mask"][idx]})

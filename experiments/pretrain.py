@@ -59,6 +59,7 @@ def run(config, workdir):
         texts = generate.generate(
             trainer.graphdef, params, tok, prompts, sampler_cfg, key,
             batch_size=len(prompts), prompt_len=config.eval.prompt_len, mesh=trainer.mesh,
+            label="continuation prompts",
         ).texts
         if jax.process_index() == 0:
             with open(os.path.join(workdir, "samples.jsonl"), "a") as f:
@@ -67,4 +68,5 @@ def run(config, workdir):
         return {}
 
     lm_run.train_lm(config, workdir, train_rows=train_rows, eval_rows=eval_rows,
-                    extra_eval=continuations, desc="pretrain")
+                    extra_eval=continuations, desc="pretrain",
+                    step_files=("samples.jsonl",))

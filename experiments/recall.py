@@ -34,6 +34,9 @@ def lab_config(config):
     return lab
 
 
+RECOMPUTED = True  # every run rewrites its whole output; the runner never refuses a rerun
+
+
 def run(config, workdir):
     from experiments.eval import load_policy  # noqa: PLC0415
     from rlhf_jax.lab import datasets, recall  # noqa: PLC0415
@@ -60,7 +63,7 @@ def run(config, workdir):
             gen = generate.generate(graphdef, params, tok, recall.prompt_texts(asks, form),
                                     sampler_cfg, jax.random.key(0),
                                     batch_size=config.batch_size, prompt_len=config.prompt_len,
-                                    mesh=mesh)
+                                    mesh=mesh, label=f"{form} recall prompts")
             row[form] = recall.accuracy(asks, gen.texts)
             if form == "chat":
                 row["chat_frame"] = recall.frame_rate(asks, gen.texts)

@@ -81,13 +81,13 @@ def _records(columns, order: str) -> list[jsonl.PreferenceRecord]:
     return recs
 
 
-def _pair_eval(score, state, tok, records, config, mesh) -> dict:
+def _pair_eval(score, state, tok, records, config, mesh, label) -> dict:
     """BT loss and accuracy of the ensemble mean (and of members) on pairs."""
     turns = [r.turns for r in records] * 2
     texts = [r.chosen for r in records] + [r.rejected for r in records]
     s = scoring.score_texts(score, state["params"], state["norm"], tok, turns, texts,
                             max_len=config.data.seq_len, batch_size=config.eval.batch_size,
-                            mesh=mesh)
+                            mesh=mesh, label=label)
     n = len(records)
     gap = s["mean"][:n] - s["mean"][n:]
     member_gap = s["members"][:, :n] - s["members"][:, n:]
@@ -108,7 +108,8 @@ def run(config, workdir):
     else:
         train, held_out = _jsonl_data(config, workdir)
         gold_pairs = []
-    rows = batching.preference_batch(tok, train, config.data.seq_len)
+    rows = batching.preference_batch(tok, train, config.data.seq_len,
+                                     label="training comparisons")
     print(f"reward: {len(train)} training comparisons, {len(held_out)} held out, "
           f"{config.num_members} member(s)", flush=True)
 
@@ -129,7 +130,7 @@ def run(config, workdir):
     for it, st in zip(iterators, meta.get("data", [])):
         it.set_state(st)
     print(f"reward: {source} at step {start} of {config.num_steps}", flush=True)
-    writer = MetricWriter(workdir, resume_step=start)
+    writer = MetricWriter(workdir, resume_step=start if source == "resumed" else None)
 
     def step_fn(state, step):
         idx = [next(it) for it in iterators]
@@ -151,16 +152,17 @@ def run(config, workdir):
                  "bias": np.zeros_like(state["norm"]["bias"])}
         raw = scoring.score_texts(score, state["params"], ident, tok, turns, texts,
                                   max_len=config.data.seq_len,
-                                  batch_size=config.eval.batch_size, mesh=mesh)["members"]
+                                  batch_size=config.eval.batch_size, mesh=mesh,
+                                  label="normaliser responses")["members"]
         norm = reward.fit_normalizer(raw)
         return {**state, "norm": jax.device_put(norm, trainer.state_shardings["norm"])}
 
     def eval_fn(state, step):
-        m = _pair_eval(score, state, tok, held_out, config, mesh)
+        m = _pair_eval(score, state, tok, held_out, config, mesh, "held-out comparisons")
         metrics = {f"eval/{k}": v for k, v in m.items()}
         if gold_pairs:
             metrics["eval/gold_accuracy"] = _pair_eval(score, state, tok, gold_pairs, config,
-                                                       mesh)["accuracy"]
+                                                       mesh, "gold-ordered pairs")["accuracy"]
         if lab and step == config.num_steps:
             metrics.update(_lab_analysis(config, workdir, state, score, tok, eval_cols,
                                          sft_graphdef, sft, mesh))
@@ -185,7 +187,8 @@ def _lab_analysis(config, workdir, state, score, tok, eval_cols, sft_graphdef, s
         return scoring.score_texts(score, state["params"], state["norm"], tok,
                                    [p.turns for p in prompts], responses,
                                    max_len=config.data.seq_len,
-                                   batch_size=config.eval.batch_size, mesh=mesh)["mean"]
+                                   batch_size=config.eval.batch_size, mesh=mesh,
+                                   label="analysis responses")["mean"]
 
     prompts = eval_cols["prompts"][: len(set(p.id for p in eval_cols["prompts"]))]
     sft_texts = eval_cols["response_a"][: len(prompts)]
@@ -196,7 +199,8 @@ def _lab_analysis(config, workdir, state, score, tok, eval_cols, sft_graphdef, s
     n_max = max(config.analysis.best_of_n)
     samples = comparisons.sample_policy(sft_graphdef, sft, tok, prompts, n_max,
                                         config.analysis.sampling,
-                                        runtime.seed_key(config, "best_of_n"), mesh)
+                                        runtime.seed_key(config, "best_of_n"), mesh,
+                                        label="best-of-n prompts")
     proxy = np.stack([scorer(prompts, row) for row in samples])
     bon = rm_analysis.best_of_n(prompts, samples, proxy, tuple(config.analysis.best_of_n))
     for row in bon:

@@ -38,8 +38,10 @@ def run(config, workdir):
     tok = runtime.required_tokenizer(config, workdir, "SFT", "a pretraining workdir")
     train, held_out = sft_data.load_records(config, workdir)
     pack = config.data.pack
-    train_rows = sft_data.to_rows(tok, train, config.data.seq_len, pack)
-    eval_rows = sft_data.to_rows(tok, held_out, config.data.seq_len, pack=False)
+    train_rows = sft_data.to_rows(tok, train, config.data.seq_len, pack,
+                                  label="training demonstrations")
+    eval_rows = sft_data.to_rows(tok, held_out, config.data.seq_len, pack=False,
+                                 label="held-out demonstrations")
     print(f"sft: {len(train)} demonstrations in {len(train_rows['tokens'])} rows "
           f"({'packed' if pack else 'one per row'}), {len(held_out)} held out", flush=True)
     replay = sft_data.replay_rows(config, workdir, tok, len(train_rows["tokens"]))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax import runtime, sampling
+from rlhf_jax import ledger, preemption, runtime, sampling
 from rlhf_jax.data import batching
 
 
@@ -27,15 +27,22 @@ class Generation:
 
 
 def generate(graphdef, params, tok, prompts: list[str], sampler_cfg: sampling.SamplerConfig,
-             key, *, batch_size: int, prompt_len: int, mesh=None) -> Generation:
-    """Samples one response per prompt; prompts longer than prompt_len keep their last tokens."""
+             key, *, batch_size: int, prompt_len: int, mesh=None,
+             label: str = "sampled prompts") -> Generation:
+    """Samples one response per prompt; prompts longer than prompt_len keep their last tokens.
+
+    How many were cut is recorded under `label` (:mod:`rlhf_jax.ledger`). A
+    SIGTERM stops between batches (:func:`rlhf_jax.preemption.check`).
+    """
     if not prompts:
         raise ValueError("generate() needs at least one prompt")
-    encoded = batching.left_pad_prompts(tok.encode_batch(prompts), prompt_len, tok.pad_id,
-                                        truncate=True)
+    ids = tok.encode_batch(prompts)
+    ledger.record_prompts(label, (len(p) for p in ids), prompt_len)
+    encoded = batching.left_pad_prompts(ids, prompt_len, tok.pad_id, truncate=True)
     n = len(prompts)
     outs = []
     for b, lo in enumerate(range(0, n, batch_size)):
+        preemption.check(f"sampling {label}")
         idx = np.arange(lo, lo + batch_size) % n  # the last batch repeats prompts
         local = {k: v[idx] for k, v in encoded.items()}
         if mesh is not None:
@@ -72,6 +79,7 @@ def sequence_logprobs(graphdef, params, gen: Generation, temperature: float, *,
     n = len(gen.texts)
     out = []
     for lo in range(0, n, batch_size):
+        preemption.check("computing log-probabilities")
         idx = np.arange(lo, lo + batch_size) % n
         s = one(params, gen.prompt_tokens[idx], gen.prompt_mask[idx], gen.tokens[idx],
                 gen.mask[idx])

@@ -9,21 +9,23 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from rlhf_jax import runtime
+from rlhf_jax import preemption, runtime
 from rlhf_jax.data import batching
 
 
 def score_texts(score_fn, params, norm, tok, turns_list, responses, *, max_len: int,
-                batch_size: int, mesh=None) -> dict:
+                batch_size: int, mesh=None, label: str = "scored responses") -> dict:
     """Normalised scores {"mean": [N], "std": [N], "members": [K, N]} of (prompt, response)s.
 
     `score_fn` is `reward.make_score_fn(graphdef)`. Each response is scored as if it
-    ended with EOS (a sampled response cut at max_new_tokens included).
+    ended with EOS (a sampled response cut at max_new_tokens included). Rows whose
+    prompt had to be cut are counted under `label` (:mod:`rlhf_jax.ledger`).
     """
-    rows = batching.scoring_rows(tok, turns_list, responses, max_len)
+    rows = batching.scoring_rows(tok, turns_list, responses, max_len, label)
     n = len(responses)
     outs = {"mean": [], "std": [], "members": []}
     for lo in range(0, n, batch_size):
+        preemption.check("scoring responses with the reward model")
         idx = np.arange(lo, lo + batch_size) % n
         local = {k: v[idx] for k, v in rows.items()}
         if mesh is not None:  # each process feeds its share of the rows

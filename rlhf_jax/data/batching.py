@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rlhf_jax import ledger
 from rlhf_jax.data import chat
 from rlhf_jax.data.tokenizer import BOS_ID, PAD_ID
 
@@ -41,12 +42,14 @@ def tokenize_sft(tok, record, max_len: int, truncation: str = "left_prompt") -> 
     example loses prompt tokens from the left (the most recent context stays);
     if the response with its EOS alone exceeds `max_len` it is cut from the
     right and the EOS is lost, so that example never teaches the model to stop.
-    With `truncation="error"` a too-long example raises instead.
+    With `truncation="error"` a too-long example raises instead. ``"cut"`` says
+    what was cut: "" (nothing), "prompt" or "response".
     """
     _check_truncation(truncation)
     prompt = tok.encode(chat.render_prompt(record.turns))
     response = tok.encode(record.response) + [tok.eos_id]
     total = len(prompt) + len(response)
+    cut = ""
     if total > max_len:
         if truncation == "error":
             raise ValueError(
@@ -54,12 +57,13 @@ def tokenize_sft(tok, record, max_len: int, truncation: str = "left_prompt") -> 
                 f"(prompt {len(prompt)} + response {len(response)}) > max_len={max_len}"
             )
         keep = max(max_len - len(response), 0)
+        cut = "prompt" if len(response) <= max_len else "response"
         prompt = prompt[len(prompt) - keep :]
         response = response[:max_len]
     tokens = np.asarray(prompt + response, dtype=np.int32)
     loss_mask = np.zeros(len(tokens), np.float32)
     loss_mask[len(prompt) :] = 1.0
-    return {"tokens": tokens, "loss_mask": loss_mask}
+    return {"tokens": tokens, "loss_mask": loss_mask, "cut": cut}
 
 
 def _check_fits(examples: Sequence[dict], max_len: int) -> None:
@@ -178,9 +182,10 @@ def left_pad_prompts(
     return {"prompt_tokens": tokens, "prompt_mask": mask}
 
 
-def _encode_responses(tok, turns, responses, max_len, truncation, source) -> list[list[int]]:
-    """prompt + response + EOS for each response, dropping the same oldest prompt tokens from
-    all of them so that the responses are compared in the same context."""
+def _encode_responses(tok, turns, responses, max_len, truncation, source):
+    """(prompt + response + EOS for each response, whether the prompt was cut): the same
+    oldest prompt tokens are dropped from all of them so that the responses are compared in
+    the same context."""
     prompt = tok.encode(chat.render_prompt(turns))
     encoded = [tok.encode(r) + [tok.eos_id] for r in responses]
     longest = max(len(r) for r in encoded)
@@ -195,8 +200,8 @@ def _encode_responses(tok, turns, responses, max_len, truncation, source) -> lis
                 f"record {source or '<no source>'} is {len(prompt) + longest} tokens "
                 f"(prompt {len(prompt)} + longest response {longest}) > max_len={max_len}"
             )
-        prompt = prompt[len(prompt) - (max_len - longest) :]
-    return [prompt + r for r in encoded]
+        return [prompt[len(prompt) - (max_len - longest) :] + r for r in encoded], True
+    return [prompt + r for r in encoded], False
 
 
 def _fill(rows: list[list[int]], max_len: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,32 +213,52 @@ def _fill(rows: list[list[int]], max_len: int, pad_id: int) -> tuple[np.ndarray,
     return tokens, mask
 
 
-def scoring_rows(tok, turns_list, responses, max_len: int) -> dict:
+def _record_cut(label: str, cuts: list[bool], max_len: int) -> None:
+    ledger.record(label, total=len(cuts), cut=sum(cuts),
+                  why=f"prompt and response over {max_len} tokens; the prompt's oldest tokens "
+                      "were dropped" if any(cuts) else f"{max_len}-token rows")
+
+
+def scoring_rows(tok, turns_list, responses, max_len: int, label: str = "scored responses"):
     """One prompt+response+EOS per row, right padded: what a reward model scores.
 
     `{"tokens": int32[N, L], "mask": int32[N, L]}`; the last mask==1 column is the EOS.
+    Rows whose prompt was cut are counted under `label` (:mod:`rlhf_jax.ledger`).
     """
-    rows = [_encode_responses(tok, turns, [r], max_len, "left_prompt", "")[0]
-            for turns, r in zip(turns_list, responses)]
+    encoded = [_encode_responses(tok, turns, [r], max_len, "left_prompt", "")
+               for turns, r in zip(turns_list, responses)]
+    _record_cut(label, [c for _, c in encoded], max_len)
+    rows = [e[0][0] for e in encoded]
     tokens, mask = _fill(rows, max_len, tok.pad_id)
     return {"tokens": tokens, "mask": mask}
 
 
-def preference_batch(tok, records, max_len: int, truncation: str = "left_prompt") -> dict:
-    """`PreferenceRecord`s to `{"tokens": int32[B, 2, L], "mask": int32[B, 2, L]}` (0 chosen)."""
+def preference_batch(tok, records, max_len: int, truncation: str = "left_prompt",
+                     label: str = "comparisons") -> dict:
+    """`PreferenceRecord`s to `{"tokens": int32[B, 2, L], "mask": int32[B, 2, L]}` (0 chosen).
+
+    Pairs whose prompt was cut are counted under `label`.
+    """
     _check_truncation(truncation)
     tokens = np.full((len(records), 2, max_len), tok.pad_id, np.int32)
     mask = np.zeros((len(records), 2, max_len), np.int32)
+    cuts = []
     for b, rec in enumerate(records):
-        rows = _encode_responses(
+        rows, cut = _encode_responses(
             tok, rec.turns, (rec.chosen, rec.rejected), max_len, truncation, rec.source
         )
+        cuts.append(cut)
         tokens[b], mask[b] = _fill(rows, max_len, tok.pad_id)
+    _record_cut(label, cuts, max_len)
     return {"tokens": tokens, "mask": mask}
 
 
-def ranked_batch(tok, records, max_len: int, truncation: str = "left_prompt") -> dict:
-    """`RankedRecord`s to `{"tokens": int32[B, K, L], "mask", "ranks": int32[B, K]}`."""
+def ranked_batch(tok, records, max_len: int, truncation: str = "left_prompt",
+                 label: str = "ranked comparisons") -> dict:
+    """`RankedRecord`s to `{"tokens": int32[B, K, L], "mask", "ranks": int32[B, K]}`.
+
+    Records whose prompt was cut are counted under `label`.
+    """
     _check_truncation(truncation)
     if not records:
         raise ValueError("ranked_batch needs at least one record")
@@ -241,13 +266,17 @@ def ranked_batch(tok, records, max_len: int, truncation: str = "left_prompt") ->
     tokens = np.full((len(records), k, max_len), tok.pad_id, np.int32)
     mask = np.zeros((len(records), k, max_len), np.int32)
     ranks = np.zeros((len(records), k), np.int32)
+    cuts = []
     for b, rec in enumerate(records):
         if len(rec.responses) != k or len(rec.ranks) != k:
             raise ValueError(
                 f"record {b} ({rec.source or '<no source>'}) has {len(rec.responses)} responses "
                 f"and {len(rec.ranks)} ranks; expected {k} of each like record 0"
             )
-        rows = _encode_responses(tok, rec.turns, rec.responses, max_len, truncation, rec.source)
+        rows, cut = _encode_responses(tok, rec.turns, rec.responses, max_len, truncation,
+                                      rec.source)
+        cuts.append(cut)
         tokens[b], mask[b] = _fill(rows, max_len, tok.pad_id)
         ranks[b] = rec.ranks
+    _record_cut(label, cuts, max_len)
     return {"tokens": tokens, "mask": mask, "ranks": ranks}

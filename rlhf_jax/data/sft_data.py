@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlhf_jax import ledger
 from rlhf_jax.data import batching, corpora, jsonl, tfds_builders
 
 SOURCES = ("lab", "jsonl")
@@ -38,9 +39,20 @@ def load_records(config, workdir: str) -> tuple[list[jsonl.SFTRecord], list[json
     raise ValueError(f"config.data.source={source!r}; expected one of {list(SOURCES)}")
 
 
-def to_rows(tok, records, max_len: int, pack: bool, truncation: str = "left_prompt") -> dict:
-    """All examples as rows [N, max_len] (one per row, or packed several per row)."""
+def to_rows(tok, records, max_len: int, pack: bool, truncation: str = "left_prompt",
+            label: str = "SFT examples") -> dict:
+    """All examples as rows [N, max_len] (one per row, or packed several per row).
+
+    Examples over `max_len` are counted under `label` (:mod:`rlhf_jax.ledger`):
+    those that lost prompt tokens, and those whose response lost its end (and EOS).
+    """
     examples = [batching.tokenize_sft(tok, r, max_len, truncation) for r in records]
+    prompts = sum(ex["cut"] == "prompt" for ex in examples)
+    responses = sum(ex["cut"] == "response" for ex in examples)
+    ledger.record(label, total=len(examples), cut=prompts + responses,
+                  why=f"over data.seq_len={max_len}: {prompts} lost their oldest prompt tokens, "
+                      f"{responses} the end of the response and its EOS" if prompts + responses
+                      else f"{max_len}-token rows")
     if not pack:
         return batching.pad_batch(examples, max_len, pad_id=tok.pad_id)
     parts, rest = [], examples

@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
 
+from rlhf_jax import ledger
 from rlhf_jax.data import jsonl
 from rlhf_jax.data.jsonl import DataError
 
@@ -357,6 +358,11 @@ def _build_manual(name, data_dir, manual_dir, version, reader, suffixes, feature
         for split, entry in splits.items():
             result = reader(os.path.join(root, entry), skip_bad=skip_bad)
             skipped[split] = result.skipped
+            if not result.records:
+                bad = sum(result.skipped.values())
+                raise DataError(f"{os.path.join(manual_dir, entry)}: holds no records"
+                                + (f" ({bad} bad line(s) skipped: {result.skipped})" if bad
+                                   else ""))
             # Sources relative to manual_dir, so the data does not depend on where it lies.
             out[split] = [
                 record_to_example(dataclasses.replace(r, source=r.source.removeprefix(prefix)))
@@ -418,11 +424,14 @@ def train_and_held_out(name: str, data_dir: str, eval_fraction: float) -> tuple[
     Records that were skipped as bad when it was built are counted in the log.
     """
     skipped = load_metadata(name, data_dir).get("skipped", {})
-    if any(any(v.values()) if isinstance(v, dict) else v for v in skipped.values()):
-        print(f"{name}: bad records skipped when built: {skipped}", flush=True)
 
     def load(split):
-        return [example_to_record(r) for r in load_split(name, data_dir, split)]
+        records = [example_to_record(r) for r in load_split(name, data_dir, split)]
+        bad = skipped.get(split, {})
+        ledger.record(f"{split} records", total=len(records) + sum(bad.values()),
+                      skipped=sum(bad.values()),
+                      why=f"bad lines left out (data.skip_bad): {bad}" if bad else "")
+        return records
 
     train = load("train")
     try:

@@ -58,7 +58,8 @@ class Comparisons:
         ]  # fmt: skip
 
 
-def sample_policy(graphdef, params, tok, prompts, copies: int, sample_cfg, key, mesh=None):
+def sample_policy(graphdef, params, tok, prompts, copies: int, sample_cfg, key, mesh=None,
+                  label="comparison prompts"):
     """`copies` sampled responses per prompt, as a list per copy."""
     texts = [prompt_text(p) for p in prompts]
     out = []
@@ -66,7 +67,7 @@ def sample_policy(graphdef, params, tok, prompts, copies: int, sample_cfg, key, 
         gen = generate.generate(
             graphdef, params, tok, texts, sampler_config(sample_cfg, tok),
             jax.random.fold_in(key, c), batch_size=sample_cfg.batch_size,
-            prompt_len=sample_cfg.prompt_len, mesh=mesh,
+            prompt_len=sample_cfg.prompt_len, mesh=mesh, label=label,
         )
         out.append(gen.texts)
     return out

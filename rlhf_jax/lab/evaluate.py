@@ -27,7 +27,7 @@ def sampler_config(eval_cfg, tok) -> sampling.SamplerConfig:
 
 
 def probe_eval(graphdef, params, tok, prompts: list[Prompt], eval_cfg, key, *, mesh=None,
-               gold_weights=None, proxy_fn=None, prefix="eval/"):
+               gold_weights=None, proxy_fn=None, prefix="eval/", label="probe prompts"):
     """(metrics, generation): probe metrics of one response per prompt.
 
     `proxy_fn(generation) -> float[N]` scores the sampled responses with a reward
@@ -36,6 +36,7 @@ def probe_eval(graphdef, params, tok, prompts: list[Prompt], eval_cfg, key, *, m
     gen = generate.generate(
         graphdef, params, tok, [prompt_text(p) for p in prompts], sampler_config(eval_cfg, tok),
         key, batch_size=eval_cfg.batch_size, prompt_len=eval_cfg.prompt_len, mesh=mesh,
+        label=label,
     )
     proxy = None if proxy_fn is None else np.asarray(proxy_fn(gen), np.float64)
     metrics = probes.probe_metrics(prompts, gen.texts, gold_weights, proxy_scores=proxy)
