@@ -4,12 +4,19 @@ world -> corpus -> tokenizer -> base model (pretrain) -> SFT -> annotator
 labels -> reward model -> PPO -> probes of base, SFT and RLHF -> report.
 
 Each phase runs in its own sub-workdir (``pretrain/``, ``sft/``, ``reward/``,
-``ppo/``), chained by ``init_from``; all share ``data/``. A phase whose last
-checkpoint is at its final step is skipped, so rerunning a finished pipeline
-trains nothing and rewrites the same report; an interrupted one resumes in
-the phase it was in. Wall times per phase go to ``timings.json`` and are
-printed at the end; the report lands in ``report/index.md`` and
-``report/index.html``.
+``ppo/``), chained by ``init_from``; all share ``data/``. Each phase takes its
+sub-workdir as a run does (:mod:`rlhf_jax.rundir`): locked, fingerprinted,
+refused if it holds a run of another config. A phase at its final step with
+the same fingerprint is skipped, so rerunning a finished pipeline trains
+nothing and rewrites the same report; an interrupted one resumes in the phase
+it was in. An evaluation is recomputed whenever what it reads changed (its
+checkpoint was extended, its settings differ). ``--extend`` with a larger
+``ppo.num_steps`` continues PPO and re-evaluates it; extending an earlier
+phase is refused once a later one has trained from it.
+
+Wall time per phase goes to ``timings.json`` (all attempts added up) and
+``attempts.json`` (each attempt; one ended by SIGKILL is timed up to its last
+write); the report lands in ``report/index.md`` and ``report/index.html``.
 """
 
 from __future__ import annotations
@@ -17,15 +24,37 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import shutil
 import time
 
 import jax
 
-from rlhf_jax import checkpoint, runtime
+from rlhf_jax import checkpoint, fingerprint, preemption, rundir, runtime
 
 PHASES = ("pretrain", "sft", "reward", "ppo")
 EVALS = (("base", "pretrain"), ("sft", "sft"), ("rlhf", "ppo"))
+# The root's fingerprint binds the training phases; evaluation settings only decide
+# the evaluations, which are recomputed when they change.
+FINGERPRINT_EXCLUDE = ("eval",)
+
+
+def committed(root: str) -> bool:
+    """A pipeline root is bound to its config once any phase holds a checkpoint."""
+    return any(checkpoint.latest_step(os.path.join(root, p)) is not None for p in PHASES)
+
+
+def extend_check(root: str, old: dict, new: dict, names: list[str]) -> None:
+    """Refuses to extend a phase that a later phase has already trained from."""
+    for name in names:
+        phase = name.split(".", 1)[0]
+        if phase not in PHASES:
+            continue
+        later = [p for p in PHASES[PHASES.index(phase) + 1:]
+                 if checkpoint.latest_step(os.path.join(root, p)) is not None]
+        if later:
+            raise rundir.ConfigMismatch(
+                f"--extend of {name} ({old[name]} -> {new[name]}) would leave "
+                f"{', '.join(p + '/' for p in later)} trained from the old {phase}; extend only "
+                "the last phase, or use a new --workdir")
 
 
 def phase_configs(config, root: str) -> dict:
@@ -50,8 +79,17 @@ def phase_configs(config, root: str) -> dict:
     return out
 
 
-def _finished(workdir: str, num_steps: int) -> bool:
-    return checkpoint.latest_step(workdir) == num_steps
+def _finished(phase_dir: str, num_steps: int) -> bool:
+    """At its final step, with a final checkpoint that reads back (a damaged one is redone:
+    the phase's resume sets it aside and trains from the step before)."""
+    if checkpoint.latest_step(phase_dir) != num_steps:
+        return False
+    try:
+        checkpoint.verify(phase_dir)
+    except checkpoint.CheckpointError as e:
+        print(f"pipeline: {e}; the phase resumes from the step before", flush=True)
+        return False
+    return True
 
 
 def _eval_config(config, root, name, phase):
@@ -66,46 +104,120 @@ def _eval_config(config, root, name, phase):
     return sub
 
 
+class Timings:
+    """Wall time of every attempt at every phase, killed attempts included.
+
+    An attempt is recorded as "running" when it starts. The next launch finds a
+    "running" attempt of a process that is gone (the workdir lock says no other
+    is alive) and times it up to the last file written under its folder.
+    """
+
+    def __init__(self, root: str):
+        self.path = os.path.join(root, "attempts.json")
+        self.totals_path = os.path.join(root, "timings.json")
+        self.attempts = _read_json(self.path) or {}
+        for runs in self.attempts.values():
+            for a in runs:
+                if a["outcome"] == "running":
+                    end = _last_write(os.path.join(root, a["folder"]), a["start"])
+                    a.update(seconds=round(end - a["start"], 1), outcome="killed")
+
+    def start(self, name: str, folder: str) -> dict:
+        attempt = {"start": time.time(), "seconds": None, "outcome": "running",
+                   "folder": folder}
+        self.attempts.setdefault(name, []).append(attempt)
+        self._write()
+        return attempt
+
+    def end(self, attempt: dict, outcome: str) -> None:
+        attempt.update(seconds=round(time.time() - attempt["start"], 1), outcome=outcome)
+        self._write()
+
+    def totals(self) -> dict:
+        return {name: round(sum(a["seconds"] or 0.0 for a in runs), 1)
+                for name, runs in self.attempts.items()}
+
+    def _write(self) -> None:
+        _write_json(self.path, self.attempts)
+        _write_json(self.totals_path, self.totals())
+
+
+def _last_write(folder: str, since: float) -> float:
+    latest = since
+    for d, _, files in os.walk(folder):
+        for f in files:
+            try:
+                latest = max(latest, os.path.getmtime(os.path.join(d, f)))
+            except OSError:
+                pass  # removed while walking (an Orbax temporary file)
+    return latest
+
+
+def _timed(timings: Timings, name: str, folder: str, fn) -> None:
+    attempt = timings.start(name, folder)
+    outcome = "failed"
+    try:
+        fn()
+        outcome = "finished"
+    except preemption.Preempted:
+        outcome = "preempted"
+        raise
+    finally:
+        timings.end(attempt, outcome)
+
+
 def run(config, workdir):
     root = workdir
-    timings_path = os.path.join(root, "timings.json")
-    timings = json.load(open(timings_path)) if os.path.exists(timings_path) else {}
+    timings = Timings(root)
     for phase, sub in phase_configs(config, root).items():
+        preemption.check(f"starting the {phase} phase")
         phase_dir = os.path.join(root, phase)
-        if _finished(phase_dir, sub.num_steps):
-            print(f"pipeline: {phase} finished earlier ({phase_dir}); skipped", flush=True)
-            continue
-        print(f"pipeline: {phase} -> {phase_dir}", flush=True)
-        t0 = time.time()
-        os.makedirs(phase_dir, exist_ok=True)
-        if jax.process_index() == 0:
-            runtime.write_config(sub, phase_dir)
-        importlib.import_module(f"experiments.{phase}").run(sub, phase_dir)
-        timings[phase] = round(time.time() - t0, 1)
-        _write_json(timings_path, timings)
+        with rundir.open_run(sub, phase_dir):
+            if _finished(phase_dir, sub.num_steps):
+                print(f"pipeline: {phase} finished earlier ({phase_dir}); skipped", flush=True)
+                continue
+            print(f"pipeline: {phase} -> {phase_dir}", flush=True)
+            driver = importlib.import_module(f"experiments.{phase}")
+            _timed(timings, phase, phase, lambda d=driver, s=sub, p=phase_dir: d.run(s, p))
     from experiments import eval as eval_exp  # noqa: PLC0415
 
     for name, phase in EVALS:
+        preemption.check(f"starting the {name} evaluation")
         out = os.path.join(root, "eval", f"{name}.json")
-        if os.path.exists(out):
+        sub = _eval_config(config, root, name, phase)
+        digest = fingerprint.digest(fingerprint.fields_of(sub))
+        if (_read_json(out) or {}).get("fingerprint") == digest:
             continue
-        t0 = time.time()
         eval_dir = os.path.join(root, "eval", name)
-        eval_exp.run(_eval_config(config, root, name, phase), eval_dir)
-        if jax.process_index() == 0:
-            shutil.copyfile(os.path.join(eval_dir, "report", "probes.json"), out)
-        timings[f"eval_{name}"] = round(time.time() - t0, 1)
-        _write_json(timings_path, timings)
+        with rundir.open_run(sub, eval_dir, committed=lambda _: False):
+            _timed(timings, f"eval_{name}", os.path.join("eval", name),
+                   lambda s=sub, d=eval_dir: eval_exp.run(s, d))
+            if jax.process_index() == 0:
+                result = _read_json(os.path.join(eval_dir, "report", "probes.json"))
+                _write_json(out, {**result, "fingerprint": digest})
+    preemption.check("writing the report")
     if jax.process_index() == 0:
         from rlhf_jax import report  # noqa: PLC0415
 
         paths = report.write_report(root)
+        totals = timings.totals()
         print("pipeline: wall time per phase: " + ", ".join(
-            f"{k} {v:.0f}s" for k, v in timings.items()) + f"; total {sum(timings.values()):.0f}s")
+            f"{k} {v:.0f}s" for k, v in totals.items()) + f"; total {sum(totals.values()):.0f}s")
         print(f"pipeline: report at {paths.get('md', os.path.join(root, 'report'))}", flush=True)
+    runtime.barrier("pipeline done")
+
+
+def _read_json(path):
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except ValueError:
+        return None  # cut short by a kill: recomputed
 
 
 def _write_json(path, obj):
     if jax.process_index() == 0:
-        with open(path, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        runtime.write_json(path, obj, sort_keys=False)  # phases in the order they ran

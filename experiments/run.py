@@ -6,6 +6,14 @@ so ``--config.a.b=v`` can change a field but a misspelt field is an error.
 ``config.experiment`` names the driver: a module ``experiments/<name>.py`` (or a
 dotted module path) with ``run(config, workdir)``.
 
+Before the driver starts, the workdir is taken (:mod:`rlhf_jax.rundir`): the
+inputs the config names are checked, the workdir is locked against a second
+launch, and a workdir that holds a run of another config is refused, unless
+``--extend`` asks to continue it to a new ``num_steps``. SIGTERM is honoured
+at any moment (exit status 143; rerun to resume). Whatever ends a run early is
+one line on stderr (exit status 1; 2 for a mistake in the command line);
+``--traceback`` or ``RLHF_JAX_TRACEBACK=1`` adds the traceback.
+
 Multi-process launches (TPU pod slices, SLURM, or explicit coordinator flags)
 call ``jax.distributed.initialize`` before anything touches a device.
 """
@@ -17,11 +25,12 @@ import importlib.util
 import os
 import pkgutil
 import sys
+import traceback
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from rlhf_jax import runtime
+from rlhf_jax import errors, preemption, rundir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go.")
@@ -30,6 +39,10 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in such a run.")
+_EXTEND = flags.DEFINE_bool(
+    "extend", False, "Continue a run in this workdir to a different num_steps (other fields "
+    "must match the run's fingerprint.json).")
+_TRACEBACK = flags.DEFINE_bool("traceback", False, "Print the traceback of an error as well.")
 
 EXPERIMENTS_DIR = os.path.dirname(os.path.abspath(__file__))
 NOT_DRIVERS = {"run", "__init__"}
@@ -136,29 +149,63 @@ def maybe_initialize_distributed() -> None:
 
 def main(argv):
     del argv
+    preemption.install()  # first: a SIGTERM from here on is honoured, not fatal
     import jax  # noqa: PLC0415
     from absl import logging  # noqa: PLC0415
 
     if not any(a.startswith(("--verbosity", "-v")) for a in sys.argv[1:]):
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+    if _TRACEBACK.value:
+        os.environ[errors.TRACEBACK_ENV] = "1"
 
     if not _WORKDIR.value:
         raise UsageError("missing --workdir=<dir> (where checkpoints and metrics go)")
     maybe_initialize_distributed()
     config = _CONFIG.value
     workdir = os.path.abspath(_WORKDIR.value)
+    _State.workdir = workdir
     driver = load_driver(config.experiment)
-    if jax.process_index() == 0:
-        os.makedirs(workdir, exist_ok=True)
-        runtime.write_config(config, workdir)
-        print(
-            f"experiment {config.experiment}: workdir {workdir} "
-            f"(config.json, metrics.jsonl, tensorboard/, checkpoints/); "
-            f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
-            f"[{jax.devices()[0].platform}]",
-            flush=True,
-        )
-    driver.run(config, workdir)
+    rundir.set_extend(_EXTEND.value)
+    with rundir.open_run(config, workdir, **run_options(driver, workdir)):
+        if jax.process_index() == 0:
+            print(
+                f"experiment {config.experiment}: workdir {workdir} "
+                f"(config.json, metrics.jsonl, tensorboard/, checkpoints/); "
+                f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
+                f"[{jax.devices()[0].platform}]",
+                flush=True,
+            )
+        driver.run(config, workdir)
+    if preemption.requested():  # arrived after the last check: the run is complete
+        raise preemption.Preempted("arrived as the run ended; everything is saved")
+
+
+def run_options(driver, workdir: str) -> dict:
+    """What a driver says about its workdir: fields left out of the fingerprint, and when its
+    results bind the workdir (``committed(workdir)``) and may be extended."""
+    out = {"exclude": tuple(getattr(driver, "FINGERPRINT_EXCLUDE", ()))}
+    if getattr(driver, "RECOMPUTED", False):
+        out["committed"] = lambda _: False  # its output is rewritten on every run
+    elif hasattr(driver, "committed"):
+        out["committed"] = driver.committed
+    if hasattr(driver, "extend_check"):
+        out["extend_check"] = lambda old, new, names: driver.extend_check(workdir, old, new,
+                                                                          names)
+    return out
+
+
+class _State:
+    workdir: str | None = None
+
+
+def _report(exc: BaseException) -> None:
+    """Prints the one-line error (and the traceback when asked for)."""
+    if errors.want_traceback():
+        traceback.print_exception(exc)
+    line = errors.one_line(exc, _State.workdir)
+    plain = errors.want_traceback() or isinstance(exc, errors._EXPECTED) or errors.no_space(exc)
+    hint = "" if plain else f" [{errors.TRACEBACK_ENV}=1 shows the traceback]"
+    print(f"error: {line}{hint}", file=sys.stderr, flush=True)
 
 
 def cli(argv=None) -> int:
@@ -173,6 +220,21 @@ def cli(argv=None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except preemption.Preempted as e:
+        print(f"\nSIGTERM: {e}; rerun the same command to resume.", file=sys.stderr, flush=True)
+        return preemption.EXIT_CODE
+    except KeyboardInterrupt:
+        print("\ninterrupted; rerun the same command to resume from the last checkpoint",
+              file=sys.stderr, flush=True)
+        return 130
+    except Exception as e:  # noqa: BLE001  (every failure ends as one line)
+        _report(e)
+        if errors.no_space(e):
+            # Threads of the writers below may still hold unwritable buffers; leaving now
+            # spares the shutdown the hundreds of lines they would print.
+            sys.stdout.flush()
+            os._exit(1)
+        return 1
     return 0
 
 

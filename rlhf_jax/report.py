@@ -2,7 +2,8 @@
 
 `write_report(root)` reads what the lab pipeline leaves under `root` (each
 phase's ``metrics.jsonl``, ``reward/report/reward_analysis.json``,
-``eval/{base,sft,rlhf}.json``, ``timings.json``, ``config.json``) and writes
+``eval/{base,sft,rlhf}.json``, ``timings.json``, ``config.json``, each phase's
+``inputs.json``) and writes
 one document twice: as Markdown with PNGs beside it, and as one HTML file
 with the same text and tables and the PNGs embedded as ``data:`` URIs.
 
@@ -22,6 +23,7 @@ import os
 import numpy as np
 
 from rlhf_jax import report_plots as plots
+from rlhf_jax import report_run as run
 from rlhf_jax.metrics import METRICS_FILE, read_metrics
 from rlhf_jax.report_plots import Document
 
@@ -137,19 +139,7 @@ def _change(name: str, first, last) -> str:
     return f"{name} {'rose' if _direction(first, last) > 0 else 'fell'} from {a} to {b}"
 
 
-def _read_json(root: str, rel: str) -> dict | None:
-    path = os.path.join(root, rel)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object at the top level, "
-                         f"got {type(data).__name__}")
-    return data
+_read_json = run.read_json
 
 
 def _read_phase(root: str, phase: str) -> list[dict] | None:
@@ -189,8 +179,6 @@ class _Inputs:
         self.phases = {p: _read_phase(root, p) for p in PHASES}
         self.evals = {name: _read_json(root, rel) for name, rel in CHECKPOINTS}
         self.analysis = _read_json(root, ANALYSIS_FILE)
-        self.timings = _read_json(root, "timings.json")
-        self.config = _read_json(root, "config.json")
 
     def missing_phase(self, phase: str) -> str:
         """The sentence for a phase whose metrics.jsonl is missing or holds no record."""
@@ -202,34 +190,6 @@ class _Inputs:
         """The sentence for a file that is not there."""
         # Paths relative to the root keep the report identical wherever the folder lives.
         return f"Not available: `{rel}` was not found in this run's folder."
-
-
-def _find(config, key: str, inner: str | None = None):
-    """config[key] (or config[key][inner]), else the first such value in nested objects."""
-    queue = [config]
-    while queue:
-        node = queue.pop(0)
-        value = node.get(key)
-        if inner is not None:
-            value = value.get(inner) if isinstance(value, dict) else None
-        if value is not None:
-            return value
-        queue += [node[k] for k in sorted(node) if isinstance(node[k], dict)]
-    return None
-
-
-def _run_section(doc: Document, inp: _Inputs):
-    doc.heading(2, "Run")
-    if inp.config is None:
-        doc.para(inp.missing("config.json"))
-        return
-    seed, preset = _find(inp.config, "seed"), _find(inp.config, "panel", "preset")
-    doc.items([
-        f"seed: {'not set in `config.json`' if seed is None else json.dumps(seed)} "
-        "(every random choice of the pipeline derives from it)",
-        f"panel preset: {'not set in `config.json`' if preset is None else preset} "
-        "(which biases the simulated annotators carry)",
-    ])
 
 
 def _probe_section(doc: Document, inp: _Inputs):
@@ -512,25 +472,16 @@ def _sft_section(doc: Document, inp: _Inputs):
                        *_ends(fmt_rate))])
 
 
-def _timing_section(doc: Document, inp: _Inputs):
-    doc.heading(2, "Wall time")
-    if inp.timings is None:
-        doc.para(inp.missing("timings.json"))
-        return
-    doc.para("Seconds each phase of the pipeline took on this run's machine.")
-    rows = [[phase, _fmt(sec, 1)] for phase, sec in inp.timings.items()]
-    numbers = [_num(sec) for sec in inp.timings.values()]
-    rows.append(["total", _fmt(sum(x for x in numbers if x is not None), 1)])
-    doc.table(["phase", "seconds"], rows)
-
-
 def _build(doc: Document, inp: _Inputs):
     doc.heading(1, "RLHF pipeline report")
     doc.para("Every number below is read from the files under this run's folder or computed "
              "from them; a section whose file is missing says so.")
-    for section in (_run_section, _probe_section, _reward_section, _panel_section,
-                    _ppo_section, _sft_section, _timing_section):
+    run.run_section(doc, inp.root, inp.missing)
+    for section in (_probe_section, _reward_section, _panel_section, _ppo_section,
+                    _sft_section):
         section(doc, inp)
+    run.inputs_section(doc, inp.root)
+    run.timing_section(doc, inp.root, inp.missing)
 
 
 def write_report(root: str) -> dict[str, str]:

@@ -32,28 +32,32 @@ def seed_key(config, *names: str) -> jax.Array:
 
 
 def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = ""):
-    """The tokenizer of a run, in order: this workdir's copy, `path`, the `init_from` run's.
+    """The tokenizer of a run, in order: `path`, the `init_from` run's, this workdir's copy.
 
-    Whatever is found is copied into the workdir so that the workdir alone can
-    be evaluated, exported or used as another run's `init_from`. Returns None
-    when there is none yet (the caller trains one).
+    What the config names comes first; the workdir's own copy is what a run that
+    trained its tokenizer (pretraining) finds on resume. The tokenizer is loaded,
+    which checks it, before it is copied into the workdir, so that the workdir
+    alone can be evaluated, exported or used as another run's `init_from`.
+    Returns None when there is none yet (the caller trains one).
     """
     from rlhf_jax.data.tokenizer import Tokenizer  # noqa: PLC0415  (no sentencepiece at import)
 
     own = os.path.join(workdir, TOKENIZER_FILE)
-    candidates = [own, path, os.path.join(init_from, TOKENIZER_FILE) if init_from else ""]
-    for candidate in candidates:
-        if candidate and os.path.exists(candidate):
-            if candidate != own and jax.process_index() == 0:
-                os.makedirs(workdir, exist_ok=True)
-                shutil.copyfile(candidate, own)
-            return Tokenizer.load(candidate)
-    if path:
+    if path and not os.path.exists(path):
         raise FileNotFoundError(f"config.tokenizer.path={path!r} does not exist")
-    if init_from:
+    upstream = os.path.join(init_from, TOKENIZER_FILE) if init_from else ""
+    if upstream and not path and not os.path.exists(upstream):
         raise FileNotFoundError(
             f"init_from={init_from!r} has no {TOKENIZER_FILE}; is it the workdir of a finished run?"
         )
+    for candidate in (path, upstream, own):
+        if candidate and os.path.exists(candidate):
+            tok = Tokenizer.load(candidate)
+            if os.path.abspath(candidate) != os.path.abspath(own) and jax.process_index() == 0:
+                os.makedirs(workdir, exist_ok=True)
+                shutil.copyfile(candidate, own + ".tmp")
+                os.replace(own + ".tmp", own)
+            return tok
     return None
 
 
@@ -80,6 +84,18 @@ def write_config(config, workdir: str) -> str:
     json.loads(text)
     with open(path, "w") as f:
         f.write(text + "\n")
+    return path
+
+
+def write_json(path: str, obj, *, sort_keys: bool = True) -> str:
+    """Writes JSON atomically: a kill leaves the old file or the new one, never half of one."""
+    import json  # noqa: PLC0415
+
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=sort_keys)
+        f.write("\n")
+    os.replace(tmp, path)
     return path
 
 
