@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -111,3 +112,86 @@ def test_missing_manual_dir_is_a_clear_error(config, expected, tmp_path):
     out = _run(str(tmp_path / "w"), [f"--config={config}", f"--config.tokenizer.path={tok}"])
     assert out.returncode != 0
     assert f"needs config.data.manual_dir (a folder with {expected}" in out.stderr
+
+
+def _pretrain_args(files, *extra):
+    return ["--config=configs/local/pretrain_text.py", *SMALL,
+            f"--config.data.manual_dir={files / 'corpus'}", "--config.num_steps=1",
+            "--config.batch_size=8", "--config.eval.num_samples=0", *extra]
+
+
+def _one_error(out) -> str:
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert out.returncode == 1 and len(lines) == 1, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    return lines[0]
+
+
+def test_a_bad_tokenizer_is_refused_before_the_workdir_is_touched(files, tmp_path):
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(b"this is not a SentencePiece model")
+    pre = tmp_path / "pre"
+    out = _run(str(pre), _pretrain_args(files, f"--config.tokenizer.path={bad}"))
+    assert _one_error(out).startswith(f"error: {bad} is not a SentencePiece model")
+    assert not pre.exists()
+    out = _run(str(pre), _pretrain_args(files))  # the same workdir, without the flag
+    assert out.returncode == 0, out.stderr[-3000:]
+    broken = tmp_path / "broken"  # a finished run whose tokenizer.model was damaged
+    shutil.copytree(pre, broken)
+    (broken / "tokenizer.model").write_bytes(b"garbage")
+    sft = tmp_path / "sft"
+    args = ["--config=configs/local/sft_jsonl.py", *SMALL,
+            f"--config.data.manual_dir={files / 'sft'}", "--config.num_steps=1",
+            "--config.batch_size=8", "--config.eval_every=1"]
+    out = _run(str(sft), [*args, f"--config.init_from={broken}"])
+    assert _one_error(out).startswith(f"error: {broken}/tokenizer.model is not a SentencePiece")
+    assert not sft.exists()
+    out = _run(str(sft), [*args, f"--config.init_from={pre}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert open(sft / "tokenizer.model", "rb").read() == open(pre / "tokenizer.model",
+                                                              "rb").read()
+
+
+def test_an_empty_input_file_is_named(files, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "train.jsonl").write_text("\n")
+    out = _run(str(tmp_path / "w"), ["--config=configs/local/sft_jsonl.py", *SMALL,
+                                     f"--config.data.manual_dir={empty}",
+                                     f"--config.tokenizer.path={_tokenizer(tmp_path)}"])
+    assert _one_error(out) == f"error: {empty / 'train.jsonl'}: holds no records"
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("")
+    import ml_collections
+
+    from experiments import ppo
+    from rlhf_jax.data.jsonl import DataError
+
+    config = ml_collections.ConfigDict({"data": {"source": "jsonl", "eval_fraction": 0.1,
+                                                 "prompts_file": str(prompts)}})
+    with pytest.raises(DataError, match=rf"{prompts}: 0 prompt\(s\); PPO needs at least 2"):
+        ppo.load_prompts(config, str(tmp_path))
+
+
+def _tokenizer(tmp_path):
+    from rlhf_jax.data.tokenizer import Tokenizer
+
+    tok = str(tmp_path / "tok.model")
+    Tokenizer.train([f"{c} {k}." for c, k in CITIES] * 10, 64).save(tok)
+    return tok
+
+
+def test_cut_examples_are_counted_in_inputs_json(files, tmp_path):
+    out = _run(str(tmp_path / "sft"), ["--config=configs/local/sft_jsonl.py", *SMALL[:2],
+                                       "--config.data.seq_len=12", "--config.log_every=1",
+                                       "--config.optim.warmup_steps=0",
+                                       f"--config.data.manual_dir={files / 'sft'}",
+                                       f"--config.tokenizer.path={_tokenizer(tmp_path)}",
+                                       "--config.num_steps=1", "--config.batch_size=8",
+                                       "--config.eval_every=1"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    counts = json.load(open(tmp_path / "sft" / "inputs.json"))
+    train = counts["training demonstrations"]
+    assert train["total"] == 17 and train["cut"] == 17, counts  # 18 lines, 1 held out
+    assert "over data.seq_len=12" in train["why"]
+    assert "training demonstrations: 17 cut of 17 (over data.seq_len=12" in out.stderr

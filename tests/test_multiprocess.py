@@ -140,7 +140,7 @@ def test_two_process_sft_resumes_and_matches_one_process(base):
     assert "2 process(es), 8 device(s)" in outs[0]
     assert "init_from" in outs[0] and "at step 0 of 3" in outs[0]
     assert not outs[1].strip().startswith("experiment")  # only process 0 reports
-    outs = _launch([*common, "--config.num_steps=6"], two, 2)
+    outs = _launch([*common, "--config.num_steps=6", "--extend"], two, 2)
     assert "resumed at step 3 of 6" in outs[0]
 
     ref, got = _losses(one), _losses(two)

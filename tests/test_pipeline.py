@@ -1,10 +1,15 @@
-"""The whole lab pipeline at a toy size: every phase, the report, and an idempotent rerun."""
+"""The whole lab pipeline at a toy size: every phase, the report, an idempotent rerun, and
+what a rerun with another config, an extension, a kill, a SIGTERM between phases and a
+damaged checkpoint do to it."""
 
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -31,10 +36,15 @@ TOY = [
 ]
 
 
-def _run(workdir):
-    out = subprocess.run([sys.executable, "-m", "experiments.run", f"--workdir={workdir}", *TOY],
-                         cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-4000:]
+def _cmd(workdir, *extra, config="configs/quickstart.py"):
+    return [sys.executable, "-m", "experiments.run", f"--workdir={workdir}",
+            f"--config={config}", *TOY[1:], *extra]
+
+
+def _run(workdir, *extra, code=0, config="configs/quickstart.py"):
+    out = subprocess.run(_cmd(workdir, *extra, config=config), cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == code, out.stderr[-4000:]
     return out
 
 
@@ -108,3 +118,104 @@ def test_compare_table_reads_the_run(pipeline):
     assert f"| RM held-out accuracy vs panel labels | {reward['eval/accuracy']:.2f} |" in text
     assert f"| KL(RLHF ‖ SFT) per sequence, nats | {rlhf['kl']:.2f} |" in text
     assert text.splitlines()[0] == "| figure | human_like |"
+
+
+def _error(out) -> str:
+    lines = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    return lines[0]
+
+
+def _bytes(root, *rels):
+    return {rel: open(os.path.join(root, rel), "rb").read() for rel in rels}
+
+
+def test_another_seed_or_panel_is_refused_before_anything_runs(pipeline):
+    root, _ = pipeline
+    kept = ("config.json", "fingerprint.json", "report/index.md", "eval/rlhf.json")
+    before = _bytes(root, *kept)
+    t0 = time.time()
+    out = _run(str(root), "--config.seed=1", code=1)
+    assert _error(out) == (f"error: workdir {root} holds a run of another config: seed 0 -> 1. "
+                           "Use a new --workdir for this config")
+    out = _run(str(root), config="configs/quickstart.py:unbiased", code=1)
+    assert "holds a run of another config: panel.preset 'human_like' -> 'unbiased'" in _error(out)
+    assert time.time() - t0 < 60  # refused at the start, not after training
+    assert _bytes(root, *kept) == before
+
+
+def test_extend_ppo_continues_it_and_recomputes_its_evaluation(pipeline, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(pipeline[0], root)  # a moved pipeline keeps its fingerprints
+    evals = _bytes(root, "eval/base.json", "eval/sft.json", "eval/rlhf.json")
+    out = _run(str(root), "--config.ppo.num_steps=6", code=1)
+    assert _error(out).endswith("ppo.num_steps 4 -> 6. Use a new --workdir for this config or "
+                                "add --extend to continue this run to the new num_steps")
+    out = _run(str(root), "--config.ppo.num_steps=6", "--extend")
+    for phase in ("pretrain", "sft", "reward"):
+        assert f"pipeline: {phase} finished earlier" in out.stdout
+    assert [r["step"] for r in read_metrics(str(root / "ppo")) if "eval/kl" in r] == [0, 2, 4, 6]
+    after = _bytes(root, "eval/base.json", "eval/sft.json", "eval/rlhf.json")
+    assert after["eval/base.json"] == evals["eval/base.json"]
+    assert after["eval/sft.json"] == evals["eval/sft.json"]
+    assert after["eval/rlhf.json"] != evals["eval/rlhf.json"]  # PPO at step 6, not 4
+    md = open(root / "report" / "index.md").read()
+    assert "extended with `--extend`: ppo.num_steps 4 -> 6" in md
+    out = _run(str(root), "--config.ppo.num_steps=6", "--config.pretrain.num_steps=20",
+               "--extend", code=1)
+    assert _error(out) == ("error: --extend of pretrain.num_steps (16 -> 20) would leave sft/, "
+                           "reward/, ppo/ trained from the old pretrain; extend only the last "
+                           "phase, or use a new --workdir")
+
+
+def test_damaged_final_checkpoint_of_a_finished_phase_is_redone(pipeline, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(pipeline[0], root)
+    step_dir = root / "ppo" / "checkpoints" / "4"
+    with open(step_dir / "policy" / "_METADATA", "w") as f:
+        f.write("{")
+    out = _run(str(root))
+    assert f"pipeline: checkpoint {step_dir} cannot be read (" in out.stdout
+    assert f"moved it to {root}/ppo/checkpoints.unreadable/4 and resumed from step 2" in out.stderr
+    assert read_metrics(str(root / "ppo")) == read_metrics(str(pipeline[0] / "ppo"))
+
+
+def _wait_for_line(path, text, proc, timeout=300):
+    t0 = time.time()
+    while text not in open(path).read():
+        assert proc.poll() is None, open(path).read()[-3000:]
+        assert time.time() - t0 < timeout, f"timed out waiting for {text!r}"
+        time.sleep(0.05)
+
+
+def test_sigkill_then_sigterm_between_phases_resume_to_the_same_run(pipeline, tmp_path):
+    root, log = tmp_path / "root", tmp_path / "stdout.txt"
+
+    def start():
+        with open(log, "w") as f:
+            return subprocess.Popen(_cmd(str(root)), cwd=ROOT, stdout=f,
+                                    stderr=subprocess.PIPE, text=True)
+
+    proc = start()  # killed outright in the middle of SFT
+    _wait_for_line(log, "pipeline: sft ->", proc)
+    _wait_for_line(log, "sft: init_from", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc = start()  # SIGTERM as the reward phase samples its comparisons
+    _wait_for_line(log, "pipeline: reward ->", proc)
+    t0 = time.time()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert time.time() - t0 < 30
+    assert "SIGTERM: stopped while" in err and "rerun the same command to resume." in err
+    assert not os.path.exists(root / "ppo")
+    _run(str(root))
+    for phase in ("pretrain", "sft", "reward", "ppo"):
+        assert read_metrics(str(root / phase)) == read_metrics(str(pipeline[0] / phase)), phase
+    attempts = json.load(open(root / "attempts.json"))
+    assert [a["outcome"] for a in attempts["sft"]] == ["killed", "finished"]
+    assert [a["outcome"] for a in attempts["reward"]] == ["preempted", "finished"]
+    timings = json.load(open(root / "timings.json"))
+    assert timings["sft"] == round(sum(a["seconds"] for a in attempts["sft"]), 1)
+    assert attempts["sft"][0]["seconds"] > 0

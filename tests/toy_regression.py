@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from rlhf_jax import checkpoint
+from rlhf_jax import checkpoint, preemption
 from rlhf_jax.metrics import MetricWriter
 from rlhf_jax.train.loop import run_loop
 
@@ -29,6 +29,10 @@ def get_config(arg=None):
     config.log_every = 1
     config.checkpoint_every = 10
     config.sleep_s = 0.0  # per step, so a test can kill the process mid-run
+    config.eval_every = 0  # an evaluation every N steps that takes eval_sleep_s
+    config.eval_sleep_s = 0.0
+    config.fail_at = 0  # raise at this step: ValueError (fail_kind "value") or a TypeError
+    config.fail_kind = "value"
     config.init_from = ""
     if arg == "long":
         config.num_steps = 400
@@ -71,12 +75,24 @@ def run(config, workdir):
     )
     start = ckpt.latest_step() or 0 if source == "resumed" else 0
     print(f"toy_regression: {source} at step {start}", flush=True)
-    writer = MetricWriter(workdir, resume_step=start, tensorboard=False)
+    writer = MetricWriter(workdir, resume_step=start if source == "resumed" else None,
+                          tensorboard=False)
 
     def step_fn(state, step):
         if config.sleep_s:
             time.sleep(config.sleep_s)
+        if step == config.fail_at:
+            if config.fail_kind == "value":
+                raise ValueError(f"toy: config.fail_at={step}")
+            return None + step  # a bug, as it would look in a driver
         return train_step(state, jnp.asarray(step))
+
+    def eval_fn(state, step):
+        """Stands for sampling: slow, and checking for SIGTERM between its batches."""
+        for _ in range(10):
+            time.sleep(config.eval_sleep_s / 10)
+            preemption.check("evaluating")
+        return {"eval/w_norm": jnp.linalg.norm(state["params"]["w"])}
 
     state = run_loop(
         state=state,
@@ -88,6 +104,8 @@ def run(config, workdir):
         to_checkpoint=lambda s: s,
         meta_fn=lambda s, i: {"step": i},
         log_every=config.log_every,
+        eval_every=config.eval_every,
+        eval_fn=eval_fn if config.eval_every else None,
         desc="toy",
     )
     ckpt.close()
