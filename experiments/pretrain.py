@@ -46,10 +46,8 @@ def run(config, workdir):
           f"{len(eval_rows['tokens'])} eval rows, vocab {tok.vocab_size}", flush=True)
 
     prompts = [t[: config.eval.prompt_chars] for t in eval_texts[: config.eval.num_samples]]
-    sampler_cfg = sampling.SamplerConfig(
-        max_new_tokens=config.eval.sample_tokens, temperature=config.eval.temperature,
-        eos_id=tok.eos_id, pad_id=tok.pad_id,
-    )
+    sampler_cfg = sampling.SamplerConfig.for_tokenizer(tok, config.eval.sample_tokens,
+                                                       temperature=config.eval.temperature)
 
     def continuations(trainer, params, step):
         """A few sampled continuations of held-out documents, appended to samples.jsonl."""

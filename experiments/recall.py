@@ -55,9 +55,8 @@ def run(config, workdir):
         if tok is None:
             raise FileNotFoundError(f"{path} has no {runtime.TOKENIZER_FILE}; is it the "
                                     "workdir of a finished run?")
-        sampler_cfg = sampling.SamplerConfig(max_new_tokens=config.max_new_tokens,
-                                             temperature=0.0, eos_id=tok.eos_id,
-                                             pad_id=tok.pad_id)
+        sampler_cfg = sampling.SamplerConfig.for_tokenizer(tok, config.max_new_tokens,
+                                                           temperature=0.0)
         row = {}
         for form in recall.FORMS:
             gen = generate.generate(graphdef, params, tok, recall.prompt_texts(asks, form),

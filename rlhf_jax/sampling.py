@@ -26,7 +26,12 @@ class SamplerConfig:
     """Static sampler settings; ``top_k=0`` and ``top_p=1.0`` disable truncation.
 
     ``stop_at_eos=False`` is the fixed-length mode: every row produces exactly
-    ``max_new_tokens`` tokens, EOS included as an ordinary token.
+    ``max_new_tokens`` tokens, EOS included as an ordinary token. ``eos_id`` has
+    no default: a tokenizer's EOS is its own (2 for Llama, 1 for Gemma, 3 for the
+    lab's), so :meth:`for_tokenizer` takes it, with the pad id and the number of
+    ids the tokenizer can decode. ``vocab_limit`` > 0 keeps ids at or above it
+    (rows of the embedding that the tokenizer has no piece for) from ever being
+    sampled: their logits are masked before sampling and in the log-probs.
     """
 
     max_new_tokens: int
@@ -34,8 +39,15 @@ class SamplerConfig:
     top_k: int = 0
     top_p: float = 1.0
     stop_at_eos: bool = True
-    eos_id: int = 3
+    eos_id: int | None = None
     pad_id: int = 0
+    vocab_limit: int = 0
+
+    @classmethod
+    def for_tokenizer(cls, tok, max_new_tokens: int, **kwargs) -> SamplerConfig:
+        """The settings for sampling text that `tok` decodes: its EOS, pad and vocabulary."""
+        return cls(max_new_tokens, eos_id=tok.eos_id, pad_id=tok.pad_id,
+                   vocab_limit=tok.vocab_size, **kwargs)
 
     def validate(self) -> None:
         """Raises ValueError naming the field that is out of range."""
@@ -47,6 +59,20 @@ class SamplerConfig:
             raise ValueError(f"sampler top_k={self.top_k} must be >= 0 (0 disables it)")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"sampler top_p={self.top_p} must be in (0, 1]")
+        if self.stop_at_eos and self.eos_id is None:
+            raise ValueError("sampler eos_id is unset; SamplerConfig.for_tokenizer(tok, ...) "
+                             "takes it from the tokenizer")
+
+
+MASKED_LOGIT = -1e9  # finite: exp() is 0 and 0 * logp stays 0 in an entropy
+
+
+def mask_vocab(logits: jax.Array, vocab_limit: int) -> jax.Array:
+    """Logits [..., V] with ids >= vocab_limit set to MASKED_LOGIT (no-op when 0 or >= V)."""
+    if vocab_limit <= 0 or vocab_limit >= logits.shape[-1]:
+        return logits
+    ids = jnp.arange(logits.shape[-1])
+    return jnp.where(ids < vocab_limit, logits, MASKED_LOGIT)
 
 
 class SampleOutput(NamedTuple):
@@ -84,6 +110,7 @@ def _truncate(scaled: jax.Array, cfg: SamplerConfig) -> jax.Array:
 
 def _choose(logits: jax.Array, key: jax.Array, cfg: SamplerConfig):
     """Picks one token per row from float32 logits [B, V] -> (tokens [B], logprobs [B])."""
+    logits = mask_vocab(logits, cfg.vocab_limit)
     if cfg.temperature == 0:
         token = jnp.argmax(logits, axis=-1)
         logp = jax.nn.log_softmax(logits, axis=-1)

@@ -130,13 +130,42 @@ def test_too_long_prompt_and_bad_settings():
     tokens, mask = prompts()
     with pytest.raises(ValueError, match=r"prompt length 6 \+ max_new_tokens 19 = 25 exceeds "
                                          r"model.max_len=24"):
-        sampling.sample(*model(), tokens, mask, jax.random.key(0), SamplerConfig(19))
+        sampling.sample(*model(), tokens, mask, jax.random.key(0),
+                        SamplerConfig(19, stop_at_eos=False))
     bad = [
         (SamplerConfig(0), r"max_new_tokens=0 must be positive"),
         (SamplerConfig(4, temperature=-1.0), r"temperature=-1.0 must be >= 0"),
         (SamplerConfig(4, top_k=-2), r"top_k=-2 must be >= 0"),
         (SamplerConfig(4, top_p=0.0), r"top_p=0.0 must be in \(0, 1\]"),
+        (SamplerConfig(4), r"sampler eos_id is unset; SamplerConfig.for_tokenizer"),
     ]
     for cfg, message in bad:
         with pytest.raises(ValueError, match=message):
             sampling.sample(*model(), tokens, mask, jax.random.key(0), cfg)
+
+
+def test_ids_past_the_vocab_limit_are_never_sampled():
+    tokens, mask = prompts()
+    limit = 12  # an embedding with more rows than the tokenizer has pieces
+    cfg = SamplerConfig(STEPS, temperature=1.5, stop_at_eos=False, vocab_limit=limit)
+    unlimited = SamplerConfig(STEPS, temperature=1.5, stop_at_eos=False)
+    seen = []
+    for seed in range(8):
+        out = sampling.sample(*model(), tokens, mask, jax.random.key(seed), cfg)
+        seen.append(np.asarray(out.tokens))
+    assert np.concatenate(seen).max() < limit
+    free = sampling.sample(*model(), tokens, mask, jax.random.key(0), unlimited)
+    assert np.asarray(free.tokens).max() >= limit  # without the limit they would be drawn
+    # The log-probs are those of the masked distribution the tokens came from.
+    logits = sampling.mask_vocab(full_logits(out), limit) / 1.5
+    expected = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits, -1)),
+                                  np.asarray(out.tokens)[..., None], -1)[..., 0]
+    np.testing.assert_allclose(out.logprobs, expected, atol=1e-5)
+
+
+def test_for_tokenizer_takes_eos_pad_and_size():
+    from rlhf_jax.data.tokenizer import Tokenizer
+
+    tok = Tokenizer.train([f"the mill {i} turns" for i in range(40)], 32)
+    cfg = SamplerConfig.for_tokenizer(tok, 5, temperature=0.5)
+    assert (cfg.eos_id, cfg.pad_id, cfg.vocab_limit) == (tok.eos_id, tok.pad_id, tok.vocab_size)

@@ -20,10 +20,8 @@ def prompt_text(p: Prompt) -> str:
 
 
 def sampler_config(eval_cfg, tok) -> sampling.SamplerConfig:
-    return sampling.SamplerConfig(
-        max_new_tokens=eval_cfg.max_new_tokens, temperature=eval_cfg.temperature,
-        eos_id=tok.eos_id, pad_id=tok.pad_id,
-    )
+    return sampling.SamplerConfig.for_tokenizer(tok, eval_cfg.max_new_tokens,
+                                                temperature=eval_cfg.temperature)
 
 
 def probe_eval(graphdef, params, tok, prompts: list[Prompt], eval_cfg, key, *, mesh=None,

@@ -240,7 +240,8 @@ class PPOTrainer:
         return state, metrics, rollout
 
 
-def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedule, cfg):
+def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedule, cfg,
+                    vocab_limit: int = 0):
     """Pure ``update(state, rollout) -> (state, metrics)``.
 
     The metrics are the rollout's (``ppo/reward``, ``ppo/kl``, ``ppo/kl_coef`` as
@@ -256,8 +257,9 @@ def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedu
         policy, value = params
         tokens, mask, rmask = mb["tokens"], mb["mask"], mb["response_mask"]
         response_len = rmask.shape[1]
-        logits = response_window(models.forward(policy_graphdef, policy, tokens, mask),
-                                 response_len)  # [b, T, V]
+        logits = sampling.mask_vocab(response_window(
+            models.forward(policy_graphdef, policy, tokens, mask), response_len),
+            vocab_limit)  # [b, T, V], as the sampler drew from them
         logp = losses.token_logprobs(logits, tokens[:, -response_len:], temperature)
         policy_loss, pstats = losses.ppo_policy_loss(
             logp, mb["logprobs"], mb["advantages"], rmask, float(cfg.clip_eps)
@@ -343,9 +345,13 @@ def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedu
 
 
 def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, eos_id: int,
-             pad_id: int, value_model_cfg=None, reward_shardings=None) -> PPOTrainer:
+             pad_id: int, value_model_cfg=None, reward_shardings=None,
+             vocab_limit: int = 0) -> PPOTrainer:
     """Builds the PPO trainer for ``total_iterations`` rollout + update iterations.
 
+    ``vocab_limit`` > 0 (the tokenizer's size, when the embedding has more rows)
+    keeps the ids past it from being sampled, in the rollout's and the update's
+    log-probabilities alike.
     ``model_cfg`` describes the policy (and the reference); ``value_model_cfg``
     the value model (default: the same). ``reward_shardings`` (a pytree prefix
     for ``reward_params``) defaults to whatever sharding the arrays carry.
@@ -401,6 +407,7 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
         ensemble_penalty=float(ppo_cfg.ensemble_penalty),
         eos_id=int(eos_id),
         pad_id=int(pad_id),
+        vocab_limit=int(vocab_limit),
     )
     sampler_cfg = sampling.SamplerConfig(
         max_new_tokens=ppo_cfg.max_new_tokens,
@@ -410,6 +417,7 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
         stop_at_eos=True,
         eos_id=int(eos_id),
         pad_id=int(pad_id),
+        vocab_limit=int(vocab_limit),
     )
     batch_sh = sharding.batch_sharding(mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -420,7 +428,7 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
     score_fn = make_score_fn(policy_graphdef, value_graphdef, reward_fn, settings)
     update_fn = _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx,
                                 optim.make_schedule(ppo_cfg.policy_optim, updates_total),
-                                ppo_cfg)
+                                ppo_cfg, vocab_limit)
     return PPOTrainer(
         policy_graphdef=policy_graphdef,
         value_graphdef=value_graphdef,

@@ -62,6 +62,7 @@ class RolloutSettings:
     ensemble_penalty: float
     eos_id: int
     pad_id: int
+    vocab_limit: int = 0  # ids at or past it are never sampled (see sampling.mask_vocab)
 
 
 def truncate_after_eos(tokens, mask, eos_id: int, pad_id: int):
@@ -140,8 +141,9 @@ def make_score_fn(policy_graphdef, value_graphdef, reward_fn, s: RolloutSettings
         score = final_scores(reward_out, has_eos, s)
 
         def logprobs_of(params):
-            logits = response_window(models.forward(policy_graphdef, params, tokens, mask),
-                                     response_len)  # [B, T, V]
+            logits = sampling.mask_vocab(response_window(
+                models.forward(policy_graphdef, params, tokens, mask), response_len),
+                s.vocab_limit)  # [B, T, V]
             logp = losses.token_logprobs(logits, response_tokens, s.temperature)
             return jnp.where(rmask > 0, logp, 0.0)
 
