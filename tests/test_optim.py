@@ -51,6 +51,15 @@ def test_schedule_values(kind, quarter):
         assert math.isclose(float(sched(step)), expected, rel_tol=1e-5, abs_tol=1e-9), step
 
 
+def test_warmup_longer_than_the_run_is_clipped_to_a_tenth():
+    sched = optim.make_schedule(_cfg(learning_rate=1e-3, warmup_steps=100,
+                                     schedule="constant"), total_steps=20)
+    assert optim.warmup_steps(_cfg(warmup_steps=100), 20) == 2
+    np.testing.assert_allclose([float(sched(s)) for s in (0, 1, 2, 10)],
+                               [0.0, 5e-4, 1e-3, 1e-3], rtol=1e-6)
+    assert optim.warmup_steps(_cfg(warmup_steps=20), 20) == 20  # a warmup that fits stays
+
+
 def test_schedule_without_warmup_starts_at_peak():
     sched = optim.make_schedule(_cfg(learning_rate=2e-3, warmup_steps=0), total_steps=10)
     assert math.isclose(float(sched(0)), 2e-3, rel_tol=1e-6)
@@ -66,12 +75,7 @@ def test_schedule_without_warmup_starts_at_peak():
             r"'schedule' is 'exp'; expected one of \['cosine', 'linear', 'constant'\]",
         ),
         ({}, 0, r"total_steps must be at least 1, got 0"),
-        (
-            {"warmup_steps": 20},
-            10,
-            r"'warmup_steps' is 20; expected an integer between 0 and "
-            r"total_steps \(10\)",
-        ),
+        ({"warmup_steps": -1}, 10, r"'warmup_steps' is -1; expected an integer >= 0"),
         ({"end_lr_fraction": 1.5}, 10, r"'end_lr_fraction' is 1.5; expected a value in \[0, 1\]"),
         ({"accumulation_steps": 0}, 10, r"'accumulation_steps' is 0; expected an integer >= 1"),
     ],

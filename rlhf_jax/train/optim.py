@@ -48,10 +48,9 @@ def _check_config(cfg, total_steps: int) -> None:
         )
     if int(total_steps) < 1:
         raise ValueError(f"total_steps must be at least 1, got {total_steps}")
-    if not 0 <= int(cfg.warmup_steps) <= int(total_steps):
+    if int(cfg.warmup_steps) < 0:
         raise ValueError(
-            f"optimizer field 'warmup_steps' is {cfg.warmup_steps}; expected an integer "
-            f"between 0 and total_steps ({total_steps})"
+            f"optimizer field 'warmup_steps' is {cfg.warmup_steps}; expected an integer >= 0"
         )
     if not 0.0 <= float(cfg.end_lr_fraction) <= 1.0:
         raise ValueError(
@@ -65,17 +64,25 @@ def _check_config(cfg, total_steps: int) -> None:
         )
 
 
+def warmup_steps(cfg, total_steps: int) -> int:
+    """``cfg.warmup_steps``, or a tenth of the run when the warmup would outlast it."""
+    warmup = int(cfg.warmup_steps)
+    return warmup if warmup <= int(total_steps) else int(total_steps) // 10
+
+
 def make_schedule(cfg, total_steps: int) -> optax.Schedule:
     """Learning rate per optimiser update: linear warmup from 0, then ``cfg.schedule``.
 
     After ``warmup_steps`` the rate is the peak ``learning_rate``; "cosine" and
     "linear" then decay to ``learning_rate * end_lr_fraction`` at
-    ``total_steps`` and stay there; "constant" holds the peak.
+    ``total_steps`` and stay there; "constant" holds the peak. A warmup longer
+    than the run (the default 100 steps in a 20-step run) is clipped to a tenth
+    of the run (:func:`warmup_steps`), so short runs need no override.
     """
     _check_config(cfg, total_steps)
     peak = float(cfg.learning_rate)
     end = peak * float(cfg.end_lr_fraction)
-    warmup = int(cfg.warmup_steps)
+    warmup = warmup_steps(cfg, total_steps)
     decay_steps = max(int(total_steps) - warmup, 1)
     kind = cfg.schedule
 
