@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from rlhf_jax.data import jsonl
+from rlhf_jax.data import chat, jsonl
 from rlhf_jax.data.jsonl import DataError, PreferenceRecord, SFTRecord, TextRecord
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "data")
@@ -35,11 +35,32 @@ def test_sft_chat_with_system_message():
     assert records[0].turns == (("user", "Hi there"),)
     assert records[0].response == "Hello! How can I help?"
     assert records[1].turns == (
-        ("user", "Answer briefly.\n\nWhat is 2 + 2?"),
+        ("system", "Answer briefly."),
+        ("user", "What is 2 + 2?"),
         ("assistant", "4"),
         ("user", "Are you sure? I think it is 5."),
     )
     assert records[1].response == "Yes, 2 + 2 is 4."
+    # The plain template has no system role: the system text opens the first user turn.
+    assert chat.render_prompt(records[1].turns).startswith(
+        "User: Answer briefly.\n\nWhat is 2 + 2?\nAssistant: 4\nUser: Are you sure?")
+
+
+def test_prompts_read_as_sft_records_do(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(
+        '{"prompt": "Name a colour."}\n'
+        '{"messages": [{"role": "system", "content": "Be brief."}, '
+        '{"role": "user", "content": "Hi"}]}\n'
+        '{"messages": [{"role": "user", "content": "Hi"}, '
+        '{"role": "assistant", "content": "Hello"}]}\n')
+    with pytest.raises(jsonl.DataError, match=r"prompts.jsonl:3: no final user message: a prompt "
+                                              r"must end with a user message"):
+        jsonl.read_prompt_jsonl(str(path))
+    records = jsonl.read_prompt_jsonl(str(path), skip_bad=True)
+    assert [r.turns for r in records.records] == [
+        (("user", "Name a colour."),), (("system", "Be brief."), ("user", "Hi"))]
+    assert records.skipped == {"no final user message": 1}
 
 
 def test_preference_pairs_and_hh_prompt():

@@ -29,8 +29,20 @@ def render_turn(role: str, text: str) -> str:
     return f"{ROLES[role]} {text.strip()}"
 
 
+def merge_system(turns: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """A leading ("system", text) turn prepended to the first user turn (this template has no
+    system role), separated by a blank line."""
+    turns = list(turns)
+    if turns and turns[0][0] == "system":
+        system, turns = turns[0][1], turns[1:]
+        if turns:
+            turns[0] = (turns[0][0], f"{system.strip()}\n\n{turns[0][1].strip()}".strip())
+    return turns
+
+
 def render_prompt(turns: Sequence[tuple[str, str]]) -> str:
     """Renders (role, text) turns ending with a user turn, plus the open assistant tag."""
+    turns = merge_system(turns)
     if not turns:
         raise ValueError("a prompt needs at least one turn")
     if turns[-1][0] != "user":

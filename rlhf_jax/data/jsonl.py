@@ -15,8 +15,11 @@ Formats:
 - SFT: `{"prompt": str, "response": str}` or chat
   `{"messages": [{"role": "user"|"assistant"|"system", "content": str}, ...]}`
   ending with an assistant message. System messages may only open the
-  conversation; their text is prepended to the first user turn, separated by a
-  blank line, because the chat template has no system role.
+  conversation; they become one leading ("system", text) turn, which a
+  checkpoint's chat template renders as its system role and the plain template
+  prepends to the first user turn, separated by a blank line.
+- Prompts (PPO, sampling): `{"prompt": str}` or chat `{"messages": [...]}`
+  ending with a user message, system messages as for SFT.
 - Preferences: `{"prompt": str, "chosen": str, "rejected": str}` (a prompt in
   HH form, "\\n\\nHuman: ...\\n\\nAssistant:", is split into turns), or
   Anthropic HH-RLHF `{"chosen": dialogue, "rejected": dialogue}`, two full
@@ -190,7 +193,8 @@ def read_text_corpus(path: str, skip_bad: bool = False) -> ReadResult:
 _SFT_FORMAT = '{"prompt": str, "response": str} or {"messages": [...]}'
 
 
-def _parse_messages(messages) -> tuple[Turns, str]:
+def _parse_messages(messages, final: str = "assistant") -> Turns:
+    """The turns of a chat record, ending with a `final` turn; a leading system turn stays."""
     if not isinstance(messages, list):
         raise _Bad("wrong type", f"field 'messages' must be an array, got {_kind(messages)}")
     system, turns = [], []
@@ -225,24 +229,23 @@ def _parse_messages(messages) -> tuple[Turns, str]:
                 f"messages[{i}] has role {role!r} where {expected!r} was expected",
             )
         turns.append((role, content.strip()))
-    if not turns or turns[-1][0] != "assistant":
-        raise _Bad(
-            "no final assistant message", "a demonstration must end with an assistant message"
-        )
-    if system:
-        turns[0] = ("user", "\n\n".join([*system, turns[0][1]]).strip())
-    for i, (role, text) in enumerate(turns[:-1]):
+    if not turns or turns[-1][0] != final:
+        what = "a demonstration" if final == "assistant" else "a prompt"
+        article = "an" if final == "assistant" else "a"
+        raise _Bad(f"no final {final} message", f"{what} must end with {article} {final} message")
+    for i, (role, text) in enumerate(turns[:-1] if final == "assistant" else turns):
         if not text:
             raise _Bad("empty turn", f"{role} turn {i} is empty")
-    if not turns[-1][1]:
+    if final == "assistant" and not turns[-1][1]:
         raise _Bad("empty response", "the final assistant message is empty")
-    return tuple(turns[:-1]), turns[-1][1]
+    lead = [("system", "\n\n".join(system).strip())] if system else []
+    return tuple(lead + turns)
 
 
 def _parse_sft(obj: dict, where: str) -> SFTRecord:
     if "messages" in obj:
-        turns, response = _parse_messages(obj["messages"])
-        return SFTRecord(turns, response, where)
+        turns = _parse_messages(obj["messages"])
+        return SFTRecord(turns[:-1], turns[-1][1], where)
     prompt = _string(obj, "prompt", _SFT_FORMAT)
     response = _string(obj, "response", _SFT_FORMAT, empty_kind="empty response")
     return SFTRecord((("user", prompt),), response, where)
@@ -251,6 +254,30 @@ def _parse_sft(obj: dict, where: str) -> SFTRecord:
 def read_sft_jsonl(path: str, skip_bad: bool = False) -> ReadResult:
     """Reads SFT demonstrations (prompt/response or chat messages) into `SFTRecord`s."""
     return _read_jsonl(path, _parse_sft, skip_bad)
+
+
+# -- prompts ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptRecord:
+    """Prompt turns ending with a user turn (a leading system turn allowed), to sample from."""
+
+    turns: Turns
+    source: str = ""
+
+
+def _parse_prompt(obj: dict, where: str) -> PromptRecord:
+    if "messages" in obj:
+        return PromptRecord(_parse_messages(obj["messages"], final="user"), where)
+    prompt = _string(obj, "prompt", '{"prompt": str} or {"messages": [...]} ending with a user '
+                                    "message")
+    return PromptRecord((("user", prompt),), where)
+
+
+def read_prompt_jsonl(path: str, skip_bad: bool = False) -> ReadResult:
+    """Reads prompts ({"prompt"} or chat {"messages"}, as SFT records without the reply)."""
+    return _read_jsonl(path, _parse_prompt, skip_bad)
 
 
 # -- preferences -------------------------------------------------------------------------------
@@ -353,6 +380,7 @@ PROBLEMS = (
     "misplaced system message",
     "turns do not alternate",
     "no final assistant message",
+    "no final user message",
     "malformed dialogue",
     "HH prompts differ",
 )
