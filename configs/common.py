@@ -31,7 +31,10 @@ def base_config(experiment: str) -> ml_collections.ConfigDict:
 
 def tokenizer_config(vocab_size: int = 1024) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
-        {"path": "", "vocab_size": vocab_size, "byte_fallback": False}
+        {"path": "", "vocab_size": vocab_size, "byte_fallback": False,
+         # "auto": a checkpoint's own chat template when its tokenizer_config.json has one;
+         # "plain": always "User: ...\nAssistant:" (rlhf_jax/data/template.py)
+         "template": "auto"}
     )
 
 

@@ -26,17 +26,21 @@ class Generation:
     prompt_mask: np.ndarray  # int32 [N, P]
 
 
-def generate(graphdef, params, tok, prompts: list[str], sampler_cfg: sampling.SamplerConfig,
+def generate(graphdef, params, tok, prompts: list, sampler_cfg: sampling.SamplerConfig,
              key, *, batch_size: int, prompt_len: int, mesh=None,
              label: str = "sampled prompts") -> Generation:
     """Samples one response per prompt; prompts longer than prompt_len keep their last tokens.
+
+    A prompt is a string (encoded as it is: a document to continue) or chat turns
+    (``((role, text), ...)``, encoded by the tokenizer's chat format).
 
     How many were cut is recorded under `label` (:mod:`rlhf_jax.ledger`). A
     SIGTERM stops between batches (:func:`rlhf_jax.preemption.check`).
     """
     if not prompts:
         raise ValueError("generate() needs at least one prompt")
-    ids = tok.encode_batch(prompts)
+    # A string is encoded as it is (a document to continue); turns through the chat format.
+    ids = [tok.encode(p) if isinstance(p, str) else tok.chat.prompt_ids(p) for p in prompts]
     ledger.record_prompts(label, (len(p) for p in ids), prompt_len)
     encoded = batching.left_pad_prompts(ids, prompt_len, tok.pad_id, truncate=True)
     n = len(prompts)
@@ -58,12 +62,13 @@ def generate(graphdef, params, tok, prompts: list[str], sampler_cfg: sampling.Sa
 
 
 def sequence_logprobs(graphdef, params, gen: Generation, temperature: float, *,
-                      batch_size: int) -> np.ndarray:
+                      batch_size: int, vocab_limit: int = 0) -> np.ndarray:
     """Summed log-probs [N] of each generated response under (graphdef, params).
 
     Computed at `temperature` (logits / T), the distribution PPO samples from,
     over the response tokens of `gen` (mask == 1). The difference of two such
-    sums, policy minus reference, estimates the per-sequence KL.
+    sums, policy minus reference, estimates the per-sequence KL. ``vocab_limit``
+    masks the ids the sampler could not draw (:func:`rlhf_jax.sampling.mask_vocab`).
     """
     from rlhf_jax import losses, models  # noqa: PLC0415
 
@@ -71,7 +76,8 @@ def sequence_logprobs(graphdef, params, gen: Generation, temperature: float, *,
     def one(params, prompt_tokens, prompt_mask, tokens, mask):
         full = jnp.concatenate([prompt_tokens, tokens], axis=1)
         full_mask = jnp.concatenate([prompt_mask, mask], axis=1)
-        logits = models.forward(graphdef, params, full, full_mask)
+        logits = sampling.mask_vocab(models.forward(graphdef, params, full, full_mask),
+                                     vocab_limit)
         p = prompt_tokens.shape[1]
         logp = losses.token_logprobs(logits[:, p - 1:-1], tokens, temperature)
         return jnp.sum(logp * mask, axis=1)

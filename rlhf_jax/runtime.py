@@ -31,15 +31,20 @@ def seed_key(config, *names: str) -> jax.Array:
     return key
 
 
-def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = ""):
+def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = "",
+                      template: str = "auto"):
     """The tokenizer of a run, in order: `path`, the `init_from` run's, this workdir's copy.
 
     What the config names comes first; the workdir's own copy is what a run that
     trained its tokenizer (pretraining) finds on resume. The tokenizer is loaded,
-    which checks it, before it is copied into the workdir, so that the workdir
-    alone can be evaluated, exported or used as another run's `init_from`.
-    Returns None when there is none yet (the caller trains one).
+    which checks it, before it is copied into the workdir with the files beside it
+    that say how to use it (``tokenizer_config.json``: chat template, special
+    tokens, BOS; ``generation_config.json``), so that the workdir alone can be
+    evaluated, exported or used as another run's `init_from`. `template` is
+    ``config.tokenizer.template``: "auto" (the checkpoint's chat template if it
+    has one) or "plain". Returns None when there is none yet (the caller trains one).
     """
+    from rlhf_jax.data.template import SIDE_FILES  # noqa: PLC0415
     from rlhf_jax.data.tokenizer import Tokenizer  # noqa: PLC0415  (no sentencepiece at import)
 
     own = os.path.join(workdir, TOKENIZER_FILE)
@@ -52,11 +57,15 @@ def resolve_tokenizer(workdir: str, *, path: str = "", init_from: str = ""):
         )
     for candidate in (path, upstream, own):
         if candidate and os.path.exists(candidate):
-            tok = Tokenizer.load(candidate)
+            tok = Tokenizer.load(candidate, template=template)
             if os.path.abspath(candidate) != os.path.abspath(own) and jax.process_index() == 0:
                 os.makedirs(workdir, exist_ok=True)
-                shutil.copyfile(candidate, own + ".tmp")
-                os.replace(own + ".tmp", own)
+                folder = os.path.dirname(os.path.abspath(candidate))
+                for src, dst in [(candidate, own)] + [
+                        (os.path.join(folder, f), os.path.join(workdir, f)) for f in SIDE_FILES]:
+                    if os.path.exists(src):
+                        shutil.copyfile(src, dst + ".tmp")
+                        os.replace(dst + ".tmp", dst)
             return tok
     return None
 
@@ -67,11 +76,19 @@ def required_tokenizer(config, workdir: str, who: str, init_from_kind: str):
     For phases that cannot train one: none found is a ValueError telling the
     user to set ``config.init_from`` to ``init_from_kind`` or ``config.tokenizer.path``.
     """
-    tok = resolve_tokenizer(workdir, path=config.tokenizer.path, init_from=config.init_from)
+    tok = resolve_tokenizer(workdir, path=config.tokenizer.path, init_from=config.init_from,
+                            template=config.tokenizer.get("template", "auto"))
     if tok is None:
         raise ValueError(f"{who} needs a tokenizer: set config.init_from to {init_from_kind} "
                          "or config.tokenizer.path to a SentencePiece .model file")
     check_vocab(config.model, tok)
+    if config.tokenizer.get("byte_fallback") and not tok.has_byte_fallback:
+        print(f"warning: config.tokenizer.byte_fallback=True has no effect on {tok.source}, "
+              "which has no byte pieces: characters it cannot spell become unk (counted in "
+              "inputs.json)", flush=True)
+    bos = ", BOS first" if tok.chat.add_bos and tok.chat.name == "plain" else ""
+    print(f"{who}: tokenizer {tok.source} ({tok.vocab_size} pieces, {tok.chat.name} chat "
+          f"format{bos})", flush=True)
     return tok
 
 

@@ -5,15 +5,14 @@ import json
 import os
 
 import jax
-import ml_dtypes
 import numpy as np
 import pytest
 import sentencepiece as spm
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
 from rlhf_jax import sharding
 from rlhf_jax.models import forward, hf_export, hf_import, init_scalar
+from tests.tiny_hf import random_tensors, write_checkpoint
 
 LLAMA = dict(architectures=["LlamaForCausalLM"], model_type="llama", vocab_size=64,
              hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -27,57 +26,6 @@ GEMMA = dict(architectures=["GemmaForCausalLM"], model_type="gemma", vocab_size=
              rope_theta=10000.0, hidden_activation="gelu_pytorch_tanh",
              tie_word_embeddings=True, torch_dtype="float32")
 TOKENS = np.array([5, 17, 3, 60, 22, 9, 41, 0, 33, 12], np.int32)
-
-
-def random_tensors(c: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """Every tensor of an HF checkpoint for config ``c``, in HF names and [out, in] layout."""
-    rng = np.random.default_rng(seed)
-    d, f, v = c["hidden_size"], c["intermediate_size"], c["vocab_size"]
-    h, kv = c["num_attention_heads"], c["num_key_value_heads"]
-    dh = c.get("head_dim", d // h)
-    gemma = c["model_type"] == "gemma"
-
-    def w(*shape):
-        return (rng.standard_normal(shape) * 0.3).astype(np.float32)
-
-    def norm():
-        return (rng.standard_normal(d) * 0.2 + (0.0 if gemma else 1.0)).astype(np.float32)
-
-    t = {"model.embed_tokens.weight": w(v, d), "model.norm.weight": norm()}
-    for i in range(c["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        t.update({p + "input_layernorm.weight": norm(),
-                  p + "post_attention_layernorm.weight": norm(),
-                  p + "self_attn.q_proj.weight": w(h * dh, d),
-                  p + "self_attn.k_proj.weight": w(kv * dh, d),
-                  p + "self_attn.v_proj.weight": w(kv * dh, d),
-                  p + "self_attn.o_proj.weight": w(d, h * dh),
-                  p + "mlp.gate_proj.weight": w(f, d), p + "mlp.up_proj.weight": w(f, d),
-                  p + "mlp.down_proj.weight": w(d, f)})
-    if not c["tie_word_embeddings"]:
-        t["lm_head.weight"] = w(v, d)
-    if c["torch_dtype"] == "bfloat16":
-        t = {k: a.astype(ml_dtypes.bfloat16) for k, a in t.items()}
-    return t
-
-
-def write_checkpoint(folder, c: dict, tensors: dict, shards: int = 1) -> str:
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(c, f)
-    if shards == 1:
-        save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
-        return str(folder)
-    names = list(tensors)
-    weight_map = {}
-    for i in range(shards):
-        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {n: tensors[n] for n in names[i::shards]}
-        save_file(part, os.path.join(folder, file), metadata={"format": "pt"})
-        weight_map.update({n: file for n in part})
-    with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
-        json.dump({"metadata": {}, "weight_map": weight_map}, f)
-    return str(folder)
 
 
 def read_folder(folder) -> dict[str, np.ndarray]:

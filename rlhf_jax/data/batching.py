@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from rlhf_jax import ledger
-from rlhf_jax.data import chat
 from rlhf_jax.data.tokenizer import BOS_ID, PAD_ID
 
 TRUNCATIONS = ("left_prompt", "error")
@@ -46,8 +45,8 @@ def tokenize_sft(tok, record, max_len: int, truncation: str = "left_prompt") -> 
     what was cut: "" (nothing), "prompt" or "response".
     """
     _check_truncation(truncation)
-    prompt = tok.encode(chat.render_prompt(record.turns))
-    response = tok.encode(record.response) + [tok.eos_id]
+    prompt = tok.chat.prompt_ids(record.turns)
+    response = tok.chat.reply_ids(record.turns, record.response)
     total = len(prompt) + len(response)
     cut = ""
     if total > max_len:
@@ -186,8 +185,8 @@ def _encode_responses(tok, turns, responses, max_len, truncation, source):
     """(prompt + response + EOS for each response, whether the prompt was cut): the same
     oldest prompt tokens are dropped from all of them so that the responses are compared in
     the same context."""
-    prompt = tok.encode(chat.render_prompt(turns))
-    encoded = [tok.encode(r) + [tok.eos_id] for r in responses]
+    prompt = tok.chat.prompt_ids(turns)
+    encoded = [tok.chat.reply_ids(turns, r) for r in responses]
     longest = max(len(r) for r in encoded)
     if longest > max_len:
         raise ValueError(

@@ -53,6 +53,7 @@ def to_rows(tok, records, max_len: int, pack: bool, truncation: str = "left_prom
                   why=f"over data.seq_len={max_len}: {prompts} lost their oldest prompt tokens, "
                       f"{responses} the end of the response and its EOS" if prompts + responses
                       else f"{max_len}-token rows")
+    record_unknown(tok, [ex["tokens"] for ex in examples], label)
     if not pack:
         return batching.pad_batch(examples, max_len, pad_id=tok.pad_id)
     parts, rest = [], examples
@@ -61,6 +62,18 @@ def to_rows(tok, records, max_len: int, pack: bool, truncation: str = "left_prom
         used = batch["segment_ids"].max(axis=1) > 0
         parts.append({k: v[used] for k, v in batch.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def record_unknown(tok, token_rows, label: str) -> int:
+    """Counts the unk ids in tokenised text (characters the tokenizer cannot spell, whose text
+    is lost); recorded under "unknown tokens in <label>" when there are any."""
+    total = sum(len(r) for r in token_rows)
+    unknown = int(sum(int(np.sum(np.asarray(r) == tok.unk_id)) for r in token_rows))
+    if unknown:
+        ledger.record(f"unknown tokens in {label}", total=total, cut=unknown,
+                      why=f"{unknown / total:.1%} of the tokens are unk (id {tok.unk_id}): "
+                          "characters the tokenizer has no piece for")
+    return unknown
 
 
 def replay_rows(config, workdir: str, tok, demo_rows: int) -> dict | None:

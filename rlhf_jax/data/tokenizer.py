@@ -22,14 +22,17 @@ PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 class Tokenizer:
     """A thin, picklable wrapper over `sentencepiece.SentencePieceProcessor`."""
 
-    def __init__(self, model_proto: bytes, *, pad_fallback: int | None = None, source: str = ""):
+    def __init__(self, model_proto: bytes, *, pad_fallback: int | None = None, source: str = "",
+                 tokenizer_config: dict | None = None, template: str = "auto"):
         self._proto = model_proto
+        self._config, self._template = dict(tokenizer_config or {}), template
         self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
         self.source = source
         self.eos_id = self._sp.eos_id()
         self.bos_id = self._sp.bos_id()
         self.unk_id = self._sp.unk_id()
         pad = self._sp.pad_id()
+        self.defines_pad = pad >= 0  # False: pad_fallback (or unk) stands in
         if pad < 0:
             pad = pad_fallback if pad_fallback is not None else self.unk_id
         self.pad_id = pad
@@ -41,6 +44,10 @@ class Tokenizer:
                 f"tokenizer{where} has pad id == eos id == {self.eos_id}; pad must differ from "
                 "eos or EOS gets masked and the policy never learns to stop"
             )
+        from rlhf_jax.data.template import ChatFormat  # noqa: PLC0415
+
+        # How turns become ids: the plain template, or the checkpoint's chat template.
+        self.chat = ChatFormat(self, self._config, template)
 
     # -- construction -----------------------------------------------------------------------
 
@@ -84,15 +91,23 @@ class Tokenizer:
         return cls(proto.getvalue(), source="trained")
 
     @classmethod
-    def load(cls, path: str, *, pad_fallback: int | None = None) -> Tokenizer:
+    def load(cls, path: str, *, pad_fallback: int | None = None,
+             template: str = "auto") -> Tokenizer:
+        """Loads a ``.model``, with the ``tokenizer_config.json`` beside it if there is one
+        (its chat template, special tokens and ``add_bos_token``; see data/template.py)."""
+        from rlhf_jax.data.template import read_tokenizer_config  # noqa: PLC0415
+
         if not os.path.exists(path):
             raise FileNotFoundError(f"tokenizer model not found: {path}")
         with open(path, "rb") as f:
             proto = f.read()
+        config = read_tokenizer_config(os.path.dirname(os.path.abspath(path)))
         try:
-            return cls(proto, pad_fallback=pad_fallback, source=path)
+            spm.SentencePieceProcessor(model_proto=proto)
         except RuntimeError as e:  # sentencepiece's parse error
             raise ValueError(f"{path} is not a SentencePiece model: {e}") from e
+        return cls(proto, pad_fallback=pad_fallback, source=path, tokenizer_config=config,
+                   template=template)
 
     def save(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -100,10 +115,12 @@ class Tokenizer:
             f.write(self._proto)
 
     def __getstate__(self):
-        return {"proto": self._proto, "pad": self.pad_id, "source": self.source}
+        return {"proto": self._proto, "pad": self.pad_id, "source": self.source,
+                "config": self._config, "template": self._template}
 
     def __setstate__(self, state):
-        self.__init__(state["proto"], pad_fallback=state["pad"], source=state["source"])
+        self.__init__(state["proto"], pad_fallback=state["pad"], source=state["source"],
+                      tokenizer_config=state.get("config"), template=state.get("template", "auto"))
 
     # -- encoding ---------------------------------------------------------------------------
 
@@ -136,3 +153,12 @@ class Tokenizer:
 
     def id_to_piece(self, i: int) -> str:
         return self._sp.id_to_piece(i)
+
+    def is_control(self, i: int) -> bool:
+        """A control piece (bos, eos, pad, ...): never produced by encoding text."""
+        return bool(self._sp.is_control(i))
+
+    @property
+    def has_byte_fallback(self) -> bool:
+        """Whether unknown characters are spelled as bytes (pieces <0x00>..<0xFF>)."""
+        return self._sp.piece_to_id("<0x41>") != self.unk_id

@@ -24,6 +24,7 @@ import shutil
 import jax
 
 from rlhf_jax import checkpoint, runtime
+from rlhf_jax.data import template
 from rlhf_jax.models import hf_import
 from rlhf_jax.models.config import ModelConfig
 
@@ -64,6 +65,38 @@ def checkpoint_model(hf_path: str, model_cfg) -> ModelConfig:
     return found
 
 
+def check_special_ids(hf_path: str, tok) -> None:
+    """BOS, EOS and pad of the tokenizer must be those config.json and generation_config.json
+    name (where they name them), or the model is trained to stop on another token."""
+    ours = {"bos": tok.bos_id, "eos": tok.eos_id,
+            "pad": tok.pad_id if tok.defines_pad else None}
+    for name in ("config.json", template.GENERATION_FILE):
+        path = os.path.join(hf_path, name)
+        if not os.path.exists(path):
+            continue
+        stated = hf_import.read_config(hf_path) if name == "config.json" else _read_json(path)
+        for kind, mine in ours.items():
+            theirs = stated.get(f"{kind}_token_id")
+            if theirs is None or mine is None:
+                continue
+            allowed = theirs if isinstance(theirs, list) else [theirs]
+            if mine not in allowed:
+                raise ValueError(
+                    f"{path} says {kind}_token_id={theirs} but {hf_path}/tokenizer.model's "
+                    f"{kind} id is {mine}: the folder's files disagree; fix the one that is wrong")
+
+
+def _read_json(path: str) -> dict:
+    import json  # noqa: PLC0415
+
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return data if isinstance(data, dict) else {}
+
+
 def import_checkpoint(hf_path: str, workdir: str, model_cfg, mesh, rules) -> str:
     """Writes ``workdir``'s step-0 checkpoint (``params``) and tokenizer from ``hf_path``.
 
@@ -91,6 +124,7 @@ def import_checkpoint(hf_path: str, workdir: str, model_cfg, mesh, rules) -> str
             return "already imported"
         cfg = checkpoint_model(hf_path, model_cfg)
         tok = hf_import.load_hf_tokenizer(hf_path)
+        check_special_ids(hf_path, tok)
         if tok.vocab_size > cfg.vocab_size:
             raise ValueError(f"{hf_path}/tokenizer.model has {tok.vocab_size} pieces but "
                              f"model.vocab_size is {cfg.vocab_size}")
@@ -99,8 +133,9 @@ def import_checkpoint(hf_path: str, workdir: str, model_cfg, mesh, rules) -> str
             param_dtype=cfg.param_dtype)
         if jax.process_index() == 0:
             os.makedirs(workdir, exist_ok=True)
-            shutil.copyfile(os.path.join(hf_path, "tokenizer.model"),
-                            os.path.join(workdir, runtime.TOKENIZER_FILE))
+            for name in (runtime.TOKENIZER_FILE, *template.SIDE_FILES):
+                if os.path.exists(os.path.join(hf_path, name)):
+                    shutil.copyfile(os.path.join(hf_path, name), os.path.join(workdir, name))
         arch = hf_import.architecture_of(hf_import.read_config(hf_path))
         ckpt.save(IMPORT_STEP, {"params": params}, {"hf_path": source, "architecture": arch})
     finally:
