@@ -14,6 +14,8 @@ from __future__ import annotations
 from rlhf_jax import runtime
 from rlhf_jax.models import hf_init
 
+OUTPUTS = "config.json, checkpoints/0 (params), tokenizer.model and the folder's tokenizer files"
+
 
 def run(config, workdir):
     mesh, rules = runtime.mesh_and_rules(config)

@@ -129,6 +129,8 @@ def run(config, workdir):
                  for k in range(config.num_members)]
     for it, st in zip(iterators, meta.get("data", [])):
         it.set_state(st)
+    if source == "fresh" and sft is not None:
+        source = f"trunk from the SFT parameters of {config.init_from}, head fresh,"
     print(f"reward: {source} at step {start} of {config.num_steps}", flush=True)
     writer = MetricWriter(workdir, resume_step=start if source == "resumed" else None)
 

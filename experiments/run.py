@@ -9,7 +9,8 @@ dotted module path) with ``run(config, workdir)``.
 Before the driver starts, the workdir is taken (:mod:`rlhf_jax.rundir`): the
 inputs the config names are checked, the workdir is locked against a second
 launch, and a workdir that holds a run of another config is refused, unless
-``--extend`` asks to continue it to a new ``num_steps``. SIGTERM is honoured
+``--extend`` asks to continue it to a new ``num_steps``. A run that starts from
+a checkpoint takes its model architecture from it (:mod:`rlhf_jax.inherit`). SIGTERM is honoured
 at any moment (exit status 143; rerun to resume). Whatever ends a run early is
 one line on stderr (exit status 1; 2 for a mistake in the command line);
 ``--traceback`` or ``RLHF_JAX_TRACEBACK=1`` adds the traceback.
@@ -30,7 +31,7 @@ import traceback
 from absl import app, flags
 from ml_collections import config_flags
 
-from rlhf_jax import errors, preemption, rundir
+from rlhf_jax import errors, inherit, preemption, rundir
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and reports go.")
@@ -166,11 +167,15 @@ def main(argv):
     _State.workdir = workdir
     driver = load_driver(config.experiment)
     rundir.set_extend(_EXTEND.value)
+    rundir.preflight(config)
+    inherit.inherit_model(config, overrides=command_line_fields(sys.argv[1:]))
+    inherit.check_context(config)
     with rundir.open_run(config, workdir, **run_options(driver, workdir)):
         if jax.process_index() == 0:
+            outputs = getattr(driver, "OUTPUTS",
+                              "config.json, metrics.jsonl, tensorboard/, checkpoints/")
             print(
-                f"experiment {config.experiment}: workdir {workdir} "
-                f"(config.json, metrics.jsonl, tensorboard/, checkpoints/); "
+                f"experiment {config.experiment}: workdir {workdir} ({outputs}); "
                 f"{jax.process_count()} process(es), {jax.device_count()} device(s) "
                 f"[{jax.devices()[0].platform}]",
                 flush=True,
@@ -178,6 +183,11 @@ def main(argv):
         driver.run(config, workdir)
     if preemption.requested():  # arrived after the last check: the run is complete
         raise preemption.Preempted("arrived as the run ended; everything is saved")
+
+
+def command_line_fields(argv: list[str]) -> set[str]:
+    """The config fields set on the command line: "--config.model.x=1" -> "model.x"."""
+    return {a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")}
 
 
 def run_options(driver, workdir: str) -> dict:

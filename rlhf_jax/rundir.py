@@ -126,8 +126,9 @@ def compare(config, workdir: str, *, exclude=(), committed=None, extend_check=No
     bound = (committed or _committed)(workdir)
     what = fingerprint.describe(old["fields"], fields, names)
     if not bound:
-        print(f"workdir {workdir}: the earlier attempt saved no checkpoint and had another "
-              f"config ({what}); starting over with this one", flush=True)
+        if committed is None:  # an experiment that recomputes its output says nothing
+            print(f"workdir {workdir}: the earlier attempt saved no checkpoint and had another "
+                  f"config ({what}); starting over with this one", flush=True)
         return record
     only_steps = all(n == "num_steps" or n.endswith(".num_steps") for n in names)
     if only_steps and _extend:
