@@ -26,24 +26,32 @@ from rlhf_jax.metrics import MetricWriter
 from rlhf_jax.train import lm
 
 RECOMPUTED = True  # every run rewrites its whole output; the runner never refuses a rerun
+OUTPUTS = "config.json, metrics.jsonl, report/probes.json"
 
 
 def load_policy(workdir, mesh, rules):
-    """(graphdef, params, run config) of a pretrain/SFT/PPO workdir's policy."""
-    run_config = runtime.read_config(workdir)
-    item = "policy" if run_config.experiment == "ppo" else "params"
-    graphdef, params = lm.load_params(workdir, run_config.model, mesh, rules, item=item)
-    return graphdef, params, run_config
+    """(graphdef, params, run config): see :func:`rlhf_jax.train.lm.load_policy`."""
+    return lm.load_policy(workdir, mesh, rules)
+
+
+def check_lab_run(run_config, workdir: str) -> None:
+    """This evaluation scores the lab's probes: a run on other data is refused."""
+    source = (run_config.get("data") or {}).get("source")
+    if source != "lab":
+        raise ValueError(
+            f"{workdir} is a run on data.source={source!r}, not a lab run: the lab's probes "
+            "and gold reward mean nothing for it. Evaluate it on your own prompts with "
+            "configs/local/sample.py")
 
 
 def run(config, workdir):
-    from experiments.ppo import load_reward  # noqa: PLC0415
     from rlhf_jax.lab import datasets, evaluate  # noqa: PLC0415
     from rlhf_jax.train import reward  # noqa: PLC0415
 
     if not config.checkpoint:
         raise ValueError("config.checkpoint must name the workdir of the run to evaluate")
     mesh, rules = runtime.mesh_and_rules(config)
+    check_lab_run(runtime.read_config(config.checkpoint), config.checkpoint)
     graphdef, params, _ = load_policy(config.checkpoint, mesh, rules)
     tok = runtime.resolve_tokenizer(workdir, init_from=config.checkpoint)
     data_dir = config.data.data_dir or os.path.join(workdir, "data")
@@ -52,7 +60,7 @@ def run(config, workdir):
     metrics, gen = evaluate.probe_eval(graphdef, params, tok, prompts, config.eval, key,
                                        mesh=mesh, prefix="")
     if config.reward_from:
-        rm_graphdef, rm, _ = load_reward(config.reward_from, mesh, rules)
+        rm_graphdef, rm, _ = reward.load_reward(config.reward_from, mesh, rules)
         score = reward.make_score_fn(rm_graphdef)
         proxy = scoring.score_texts(score, rm["params"], rm["norm"], tok,
                                     [p.turns for p in prompts], gen.texts,
@@ -64,9 +72,11 @@ def run(config, workdir):
         ref_graphdef, ref, _ = load_policy(config.reference, mesh, rules)
         t = config.eval.temperature or 1.0
         lp = generate.sequence_logprobs(graphdef, params, gen, t,
-                                        batch_size=config.eval.batch_size)
+                                        batch_size=config.eval.batch_size,
+                                        vocab_limit=tok.vocab_size)
         lr = generate.sequence_logprobs(ref_graphdef, ref, gen, t,
-                                        batch_size=config.eval.batch_size)
+                                        batch_size=config.eval.batch_size,
+                                        vocab_limit=tok.vocab_size)
         metrics["kl"] = float(np.mean(lp - lr))
     metrics = {k: (None if isinstance(v, float) and v != v else float(v))
                for k, v in metrics.items()}

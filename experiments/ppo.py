@@ -12,12 +12,14 @@ whole state â€” policy, value, both optimisers, KL coefficient, iteration, RNG â
 and the prompt iterator's position are checkpointed, so a killed run resumes
 to the same parameters. At eval steps the policy samples the held-out prompts
 (at the PPO temperature): ``eval/proxy_reward``, ``eval/kl`` (to the reference,
-per sequence) and, on the lab, ``eval/gold_reward`` and every probe metric.
+per sequence) and, on the lab, ``eval/gold_reward`` and every probe metric;
+every eval prompt's response, proxy reward and KL go to ``samples.jsonl``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -26,20 +28,11 @@ import numpy as np
 from rlhf_jax import checkpoint, ledger, preemption, runtime
 from rlhf_jax.data import batching, chat
 from rlhf_jax.data.iterator import BatchIterator
-from rlhf_jax.metrics import MetricWriter
+from rlhf_jax.metrics import MetricWriter, trim_records
 from rlhf_jax.train import lm, ppo, reward
 from rlhf_jax.train.loop import run_loop
 
-
-def load_reward(workdir, mesh, rules):
-    """(graphdef, {"params", "norm"}, config) of a trained reward model (or ensemble)."""
-    rm_config = runtime.read_config(workdir)
-    trainer = reward.make_trainer(rm_config.model, rm_config.optim, rm_config.num_steps, mesh,
-                                  rules, num_members=rm_config.num_members)
-    abstract = trainer.abstract_state()
-    items = checkpoint.restore_items(workdir, {"params": abstract["params"],
-                                               "norm": abstract["norm"]})
-    return trainer.graphdef, items, rm_config
+SAMPLES_FILE = "samples.jsonl"  # every eval prompt's response at every eval step
 
 
 def reward_fn_for(graphdef):
@@ -54,37 +47,34 @@ def reward_fn_for(graphdef):
 
 
 def load_prompts(config, workdir):
-    """(train prompt texts, eval prompts): lab Prompt objects, or texts for JSONL prompts."""
+    """(train prompt turns, eval prompts): the eval prompts are lab Prompt objects or turns.
+
+    JSONL prompts are read as every reader reads them (:func:`jsonl.read_prompt_jsonl`:
+    ``{"prompt"}`` or ``{"messages"}`` ending with a user turn, system turns included);
+    the last ``data.eval_fraction`` of them are held out for evaluation.
+    """
     if config.data.source == "lab":
         from rlhf_jax.lab import datasets  # noqa: PLC0415
 
         data_dir = config.data.data_dir or f"{workdir}/data"
         train = datasets.load_prompts(config.lab, data_dir, "train")
         probe = datasets.load_prompts(config.lab, data_dir, "probe")
-        return [chat.render_prompt(p.turns) for p in train], probe
+        return [p.turns for p in train], probe
     if config.data.source == "jsonl":
         from rlhf_jax.data import jsonl  # noqa: PLC0415
 
-        texts = []
-        with open(config.data.prompts_file) as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                    turns = (tuple((m["role"], m["content"]) for m in obj["messages"])
-                             if "messages" in obj else (("user", obj["prompt"]),))
-                    texts.append(chat.render_prompt(turns))
-                except (ValueError, KeyError, TypeError) as e:
-                    raise jsonl.DataError(
-                        f"{config.data.prompts_file}:{n}: expected "
-                        f'{{"prompt": str}} or {{"messages": [...]}} ({e})') from None
-        cut = max(1, int(len(texts) * config.data.eval_fraction))
-        if len(texts) <= cut:
+        path = config.data.prompts_file
+        result = jsonl.read_prompt_jsonl(path, skip_bad=config.data.get("skip_bad", False))
+        turns = [r.turns for r in result.records]
+        bad = sum(result.skipped.values())
+        ledger.record("prompt records", total=len(turns) + bad, skipped=bad,
+                      why=f"bad lines left out (data.skip_bad): {result.skipped}" if bad else "")
+        cut = max(1, int(len(turns) * config.data.eval_fraction))
+        if len(turns) <= cut:
             raise jsonl.DataError(
-                f"{config.data.prompts_file}: {len(texts)} prompt(s); PPO needs at least "
-                f"{cut + 1} (the last {cut} are held out for evaluation)")
-        return texts[:-cut], texts[-cut:]
+                f"{path}: {len(turns)} prompt(s); PPO needs at least {cut + 1} (the last "
+                f"{cut} are held out for evaluation)")
+        return turns[:-cut], turns[-cut:]
     raise ValueError(f"config.data.source={config.data.source!r}; expected 'lab' or 'jsonl'")
 
 
@@ -95,9 +85,10 @@ def run(config, workdir):
                          "(a reward-model workdir)")
     tok = runtime.resolve_tokenizer(workdir, init_from=config.init_from)
     _, sft = lm.load_params(config.init_from, config.model, mesh, rules)
-    rm_graphdef, rm, _ = load_reward(config.reward_from, mesh, rules)
+    rm_graphdef, rm, _ = reward.load_reward(config.reward_from, mesh, rules)
     trainer = ppo.make_ppo(config.model, config.ppo, config.num_steps, mesh, rules,
-                           reward_fn_for(rm_graphdef), tok.eos_id, tok.pad_id)
+                           reward_fn_for(rm_graphdef), tok.eos_id, tok.pad_id,
+                           vocab_limit=tok.vocab_size)
 
     def init():
         if config.value_from == "reward":
@@ -115,7 +106,7 @@ def run(config, workdir):
     start = int(state["step"])
     train_texts, eval_prompts = load_prompts(config, workdir)
     plen = config.data.prompt_len
-    ids = tok.encode_batch(train_texts)
+    ids = [tok.chat.prompt_ids(turns) for turns in train_texts]
     ledger.record_prompts("training prompts", (len(p) for p in ids), plen)
     prompts = batching.left_pad_prompts(ids, plen, tok.pad_id, truncate=True)
     iterator = BatchIterator(len(train_texts), config.ppo.rollout_batch_size, config.seed,
@@ -123,9 +114,15 @@ def run(config, workdir):
                              process_count=jax.process_count())
     if "data" in meta:
         iterator.set_state(meta["data"])
+    if source == "fresh":
+        source = (f"policy from {config.init_from}, value model from "
+                  f"{config.reward_from if config.value_from == 'reward' else config.init_from},")
     print(f"ppo: {source} at iteration {start} of {config.num_steps}; "
           f"{len(train_texts)} prompts", flush=True)
-    writer = MetricWriter(workdir, resume_step=start if source == "resumed" else None)
+    resume_step = start if source == "resumed" else None
+    writer = MetricWriter(workdir, resume_step=resume_step)
+    if jax.process_index() == 0:
+        trim_records(os.path.join(workdir, SAMPLES_FILE), resume_step)
 
     def step_fn(state, step):
         idx = next(iterator)
@@ -135,7 +132,7 @@ def run(config, workdir):
         return state, metrics
 
     def eval_fn(state, step):
-        return evaluate(config, trainer, state, sft, rm, tok, eval_prompts, step)
+        return evaluate(config, trainer, state, sft, rm, tok, eval_prompts, step, workdir)
 
     run_loop(
         state=state, start_step=start, total_steps=config.num_steps, step_fn=step_fn,
@@ -148,11 +145,12 @@ def run(config, workdir):
     writer.close()
 
 
-def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step):
+def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step, workdir):
     """Samples every held-out prompt with the current policy (rollout without update)."""
-    lab = not isinstance(eval_prompts[0], str)
-    texts = [chat.render_prompt(p.turns) for p in eval_prompts] if lab else eval_prompts
-    ids = tok.encode_batch(texts)
+    lab = hasattr(eval_prompts[0], "turns")
+    turns = [p.turns for p in eval_prompts] if lab else eval_prompts
+    texts = [chat.render_prompt(t) for t in turns]  # for samples.jsonl: what a human reads
+    ids = [tok.chat.prompt_ids(t) for t in turns]
     ledger.record_prompts("eval prompts", (len(p) for p in ids), config.data.prompt_len)
     enc = batching.left_pad_prompts(ids, config.data.prompt_len, tok.pad_id, truncate=True)
     b, n = config.ppo.rollout_batch_size, len(texts)
@@ -178,6 +176,11 @@ def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step):
         eval_state = {**eval_state, "rng": jax.random.key_data(
             jax.random.fold_in(jax.random.wrap_key_data(eval_state["rng"]), lo + 1))}
     kl, proxy = np.concatenate(kls), np.concatenate(scores)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, SAMPLES_FILE), "a") as f:
+            for i, (t, r) in enumerate(zip(texts, responses)):
+                f.write(json.dumps({"step": step, "prompt": t, "response": r,
+                                    "proxy_reward": float(proxy[i]), "kl": float(kl[i])}) + "\n")
     metrics = {"eval/kl": float(kl.mean()), "eval/proxy_reward": float(proxy.mean())}
     if lab:
         from rlhf_jax.lab import probes  # noqa: PLC0415

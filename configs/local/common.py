@@ -3,8 +3,10 @@
 The chain is the lab's, with local data: `pretrain_text.py` (a folder of
 .txt/.jsonl documents) or a real checkpoint via configs/real/import_hf.py,
 then `sft_jsonl.py`, `reward_jsonl.py`, `ppo_jsonl.py`, each naming the
-previous workdir in `config.init_from`. Model sizes here are CPU-sized; the
-model of a run that starts from a checkpoint must match that checkpoint.
+previous workdir in `config.init_from`. Model sizes here are CPU-sized
+defaults for a run that starts from nothing; a run that starts from a
+checkpoint takes that checkpoint's architecture (rlhf_jax/inherit.py), and
+its chat template from the tokenizer_config.json beside its tokenizer.
 """
 
 from configs import common

@@ -122,6 +122,22 @@ def load_params(workdir: str, model_cfg, mesh, rules, item: str = "params"):
     return graphdef, checkpoint.restore_items(workdir, {item: target})[item]
 
 
+def load_policy(workdir: str, mesh, rules):
+    """(graphdef, params, run config) of the policy of a pretrain/SFT/PPO/import_hf workdir.
+
+    The model is the one that run's config.json describes; a PPO run keeps its
+    policy under the checkpoint item ``policy``, the others under ``params``.
+    """
+    from rlhf_jax import runtime  # noqa: PLC0415
+
+    run_config = runtime.read_config(workdir)
+    if run_config.get("experiment") == "reward":
+        raise ValueError(f"{workdir} is a reward-model run; it holds no policy to sample from")
+    item = "policy" if run_config.get("experiment") == "ppo" else "params"
+    graphdef, params = load_params(workdir, run_config.model, mesh, rules, item=item)
+    return graphdef, params, run_config
+
+
 def make_train_step(trainer: LMTrainer):
     """jit(step(state, batch) -> (state, metrics)), state donated."""
     graphdef, tx, k = trainer.graphdef, trainer.tx, trainer.accumulation_steps

@@ -411,3 +411,19 @@ def _make_eval_step(trainer: RewardTrainer):
             sharding.batch_sharding(trainer.mesh),
         ),
     )
+
+
+def load_reward(workdir: str, mesh, rules):
+    """(graphdef, {"params", "norm"}, run config) of a trained reward model (or ensemble)."""
+    from rlhf_jax import checkpoint, runtime  # noqa: PLC0415
+
+    rm_config = runtime.read_config(workdir)
+    if rm_config.get("experiment") not in ("reward", None):
+        raise ValueError(f"{workdir} is a {rm_config.experiment} run, not a reward model "
+                         "(config.reward_from names the workdir of a reward run)")
+    trainer = make_trainer(rm_config.model, rm_config.optim, rm_config.num_steps, mesh, rules,
+                           num_members=rm_config.num_members)
+    abstract = trainer.abstract_state()
+    items = checkpoint.restore_items(workdir, {"params": abstract["params"],
+                                               "norm": abstract["norm"]})
+    return trainer.graphdef, items, rm_config
