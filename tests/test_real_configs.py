@@ -108,9 +108,10 @@ def test_config_argument_errors():
     with pytest.raises(ValueError, match="unknown model 'gpt2'"):
         real.model_config("gpt2")
     import_hf = _module(os.path.join(ROOT, "configs", "real", "import_hf.py"))
-    with pytest.raises(ValueError, match="None is not a model; pass one of"):
-        import_hf.get_config()
+    with pytest.raises(ValueError, match="'gpt2' is not a model; pass one of"):
+        import_hf.get_config("gpt2")
     assert import_hf.get_config("gemma_2b").model.vocab_size == 256000
+    assert "model" in import_hf.get_config()  # placeholders: the folder decides the model
 
 
 # -- Hugging Face import -----------------------------------------------------------------------
