@@ -7,7 +7,9 @@ on contractor demonstrations, has the `human_like` annotator panel label
 pairs of SFT samples, trains a Bradley-Terry reward model on them, runs PPO
 against it, scores base, SFT and RLHF on the held-out probes and writes
 report/index.md and report/index.html. Budget: under 10 minutes on a 2-core
-CPU with nothing cached; measured 4 min 29 s in a fresh clone (2026-11-27).
+CPU with nothing cached; measured 8 min 41 s in a fresh clone, install included
+(2026-12-02; 4 min 29 s on 2026-11-27, and the previous commit pretrains no
+faster on today's machine).
 `configs/quickstart.py:<preset>` picks another panel (unbiased, length,
 agreement, flattery, confidence, caution, no_verification);
 configs/lab/full.py is the larger version.
