@@ -41,9 +41,9 @@ def _content(token) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def read_tokenizer_config(folder: str) -> dict:
-    """The folder's tokenizer_config.json ({} when there is none)."""
-    path = os.path.join(folder, CONFIG_FILE)
+def read_json(path: str) -> dict:
+    """A JSON object file of a checkpoint folder ({} when there is none; an error naming it
+    when it is not valid JSON)."""
     if not os.path.exists(path):
         return {}
     try:
@@ -52,6 +52,11 @@ def read_tokenizer_config(folder: str) -> dict:
     except ValueError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
     return data if isinstance(data, dict) else {}
+
+
+def read_tokenizer_config(folder: str) -> dict:
+    """The folder's tokenizer_config.json ({} when there is none)."""
+    return read_json(os.path.join(folder, CONFIG_FILE))
 
 
 class ChatFormat:

@@ -74,7 +74,8 @@ def check_special_ids(hf_path: str, tok) -> None:
         path = os.path.join(hf_path, name)
         if not os.path.exists(path):
             continue
-        stated = hf_import.read_config(hf_path) if name == "config.json" else _read_json(path)
+        stated = (hf_import.read_config(hf_path) if name == "config.json"
+                  else template.read_json(path))
         for kind, mine in ours.items():
             theirs = stated.get(f"{kind}_token_id")
             if theirs is None or mine is None:
@@ -84,17 +85,6 @@ def check_special_ids(hf_path: str, tok) -> None:
                 raise ValueError(
                     f"{path} says {kind}_token_id={theirs} but {hf_path}/tokenizer.model's "
                     f"{kind} id is {mine}: the folder's files disagree; fix the one that is wrong")
-
-
-def _read_json(path: str) -> dict:
-    import json  # noqa: PLC0415
-
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except ValueError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    return data if isinstance(data, dict) else {}
 
 
 def import_checkpoint(hf_path: str, workdir: str, model_cfg, mesh, rules) -> str:
