@@ -167,10 +167,10 @@ def main(argv):
     _State.workdir = workdir
     driver = load_driver(config.experiment)
     rundir.set_extend(_EXTEND.value)
-    rundir.preflight(config)
+    rundir.preflight(config)  # before inheritance reads the checkpoint it names
     inherit.inherit_model(config, overrides=command_line_fields(sys.argv[1:]))
     inherit.check_context(config)
-    with rundir.open_run(config, workdir, **run_options(driver, workdir)):
+    with rundir.open_run(config, workdir, checked=True, **run_options(driver, workdir)):
         if jax.process_index() == 0:
             outputs = getattr(driver, "OUTPUTS",
                               "config.json, metrics.jsonl, tensorboard/, checkpoints/")

@@ -146,14 +146,17 @@ def compare(config, workdir: str, *, exclude=(), committed=None, extend_check=No
 
 
 @contextlib.contextmanager
-def open_run(config, workdir: str, *, exclude=(), committed=None, extend_check=None):
+def open_run(config, workdir: str, *, exclude=(), committed=None, extend_check=None,
+             checked: bool = False):
     """Checks inputs, locks `workdir`, compares and records the config; yields the record.
 
     Every process checks (they read the same files and fail alike); only
     process 0 locks and writes. The lock is released when the block ends.
+    `checked=True`: the caller has already run :func:`preflight` on this config.
     """
     workdir = os.path.abspath(workdir)
-    preflight(config)
+    if not checked:
+        preflight(config)
     lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
     if lock is not None:
         lock.acquire()
