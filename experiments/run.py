@@ -158,6 +158,11 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
     if _TRACEBACK.value:
         os.environ[errors.TRACEBACK_ENV] = "1"
+    if not errors.want_traceback():
+        # An Orbax save that fails (a full disk) fails in several writer threads at once;
+        # native code prints each one's echo through sys.excepthook. The run reports the
+        # error once, in one line; the main thread never reaches this hook (cli catches).
+        sys.excepthook = lambda *exc: None
 
     if not _WORKDIR.value:
         raise UsageError("missing --workdir=<dir> (where checkpoints and metrics go)")
