@@ -45,7 +45,7 @@ def check_lab_run(run_config, workdir: str) -> None:
 
 
 def run(config, workdir):
-    from rlhf_jax.lab import datasets, evaluate  # noqa: PLC0415
+    from rlhf_jax.lab import datasets, evaluate, protocol  # noqa: PLC0415
     from rlhf_jax.train import reward  # noqa: PLC0415
 
     if not config.checkpoint:
@@ -56,9 +56,10 @@ def run(config, workdir):
     tok = runtime.resolve_tokenizer(workdir, init_from=config.checkpoint)
     data_dir = config.data.data_dir or os.path.join(workdir, "data")
     prompts = datasets.load_prompts(config.lab, data_dir, config.split)
+    protocol.check_prompts(tok, prompts, config.eval.prompt_len, f"{config.split} prompts")
     key = runtime.seed_key(config, "eval")
     metrics, gen = evaluate.probe_eval(graphdef, params, tok, prompts, config.eval, key,
-                                       mesh=mesh, prefix="")
+                                       mesh=mesh, prefix="", standard_errors=True)
     if config.reward_from:
         rm_graphdef, rm, _ = reward.load_reward(config.reward_from, mesh, rules)
         score = reward.make_score_fn(rm_graphdef)

@@ -105,6 +105,11 @@ def run(config, workdir):
     state, meta, source = checkpoint.resume_or_init(ckpt, trainer.abstract_state(), init)
     start = int(state["step"])
     train_texts, eval_prompts = load_prompts(config, workdir)
+    if config.data.source == "lab":
+        from rlhf_jax.lab import protocol  # noqa: PLC0415
+
+        for what, ps in (("training prompts", train_texts), ("eval prompts", eval_prompts)):
+            protocol.check_prompts(tok, ps, config.data.prompt_len, what)
     plen = config.data.prompt_len
     ids = [tok.chat.prompt_ids(turns) for turns in train_texts]
     ledger.record_prompts("training prompts", (len(p) for p in ids), plen)

@@ -172,6 +172,9 @@ def main(argv):
     _State.workdir = workdir
     driver = load_driver(config.experiment)
     rundir.set_extend(_EXTEND.value)
+    from rlhf_jax.lab import protocol  # noqa: PLC0415
+
+    protocol.apply(config)  # a lab phase samples under lab.protocol (a pipeline: per phase)
     rundir.preflight(config)  # before inheritance reads the checkpoint it names
     inherit.inherit_model(config, overrides=command_line_fields(sys.argv[1:]))
     inherit.check_context(config)

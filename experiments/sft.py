@@ -21,9 +21,10 @@ from rlhf_jax.train import lm_run
 
 def lab_probe_eval(config, workdir, tok):
     """An extra_eval that scores the lab's probe prompts (lab data only)."""
-    from rlhf_jax.lab import datasets, evaluate  # noqa: PLC0415
+    from rlhf_jax.lab import datasets, evaluate, protocol  # noqa: PLC0415
 
     prompts = datasets.load_prompts(config.lab, sft_data._data_dir(config, workdir), "probe")
+    protocol.check_prompts(tok, prompts, config.eval.prompt_len, "probe prompts")
 
     def probe(trainer, params, step):
         key = jax.random.fold_in(runtime.seed_key(config, "probe"), step)

@@ -22,15 +22,15 @@ SMALL_LAB = ["--config.lab.prompts.train_per_family=8", "--config.lab.prompts.pr
 REWARD = ["--config=configs/lab/reward.py:length", *SMALL_LAB, "--config.num_steps=6",
           "--config.eval_every=6", "--config.checkpoint_every=6", "--config.log_every=2",
           "--config.optim.warmup_steps=1", "--config.batch_size=16",
-          "--config.data.pairs_per_prompt=1", "--config.data.max_new_tokens=8",
-          "--config.analysis.best_of_n=(1,2)", "--config.analysis.sampling.max_new_tokens=8",
+          "--config.data.pairs_per_prompt=1", "--config.lab.protocol.max_new_tokens=8",
+          "--config.analysis.best_of_n=(1,2)",
           "--config.num_members=2"]
 PPO = ["--config=configs/lab/ppo.py", *SMALL_LAB, "--config.num_steps=6",
        "--config.eval_every=3", "--config.checkpoint_every=2", "--config.ppo.rollout_batch_size=16",
-       "--config.ppo.max_new_tokens=8"]
+       "--config.lab.protocol.max_new_tokens=8"]
 SFT = ["--config=configs/lab/sft.py", "--config.num_steps=8", "--config.eval_every=8",
        "--config.log_every=4", "--config.optim.warmup_steps=2", "--config.batch_size=8",
-       "--config.eval.max_new_tokens=12"]
+       "--config.lab.protocol.max_new_tokens=12"]
 
 
 def _cmd(workdir, args, data_dir):
@@ -128,7 +128,7 @@ def test_recall_of_base_and_sft(dirs, sft_dir, tmp_path):
     root, _ = dirs
     out = subprocess.run(
         [sys.executable, "-m", "experiments.run", "--config=configs/lab/recall.py",
-         f"--workdir={tmp_path / 'recall'}", "--config.max_new_tokens=6",
+         f"--workdir={tmp_path / 'recall'}", "--config.lab.protocol.max_new_tokens=6",
          f"--config.checkpoints={root / 'pretrain'},{sft_dir}"],
         cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -24,15 +24,13 @@ TOY = [
     "--config.pretrain.batch_size=8",
     "--config.sft.num_steps=6", "--config.sft.eval_every=6", "--config.sft.checkpoint_every=6",
     "--config.sft.optim.warmup_steps=1", "--config.sft.batch_size=8",
-    "--config.sft.eval.max_new_tokens=8",
-    "--config.reward.data.pairs_per_prompt=1", "--config.reward.data.max_new_tokens=8",
+    "--config.lab.protocol.max_new_tokens=8",
+    "--config.reward.data.pairs_per_prompt=1",
     "--config.reward.num_steps=6", "--config.reward.eval_every=6",
     "--config.reward.checkpoint_every=6", "--config.reward.optim.warmup_steps=1",
     "--config.reward.batch_size=16", "--config.reward.analysis.best_of_n=(1,2,4)",
-    "--config.reward.analysis.sampling.max_new_tokens=8",
     "--config.ppo.num_steps=4", "--config.ppo.eval_every=2", "--config.ppo.checkpoint_every=2",
-    "--config.ppo.ppo.rollout_batch_size=16", "--config.ppo.ppo.max_new_tokens=8",
-    "--config.eval.eval.max_new_tokens=8",
+    "--config.ppo.ppo.rollout_batch_size=16",
 ]
 
 

@@ -4,8 +4,10 @@
         --config.checkpoint=workdirs/lab/ppo --config.reward_from=workdirs/lab/reward \
         --config.reference=workdirs/lab/sft
 
-Samples one response per probe prompt (176 by default) at temperature 0.7,
-the temperature PPO samples at; seconds on a CPU. Writes report/probes.json.
+Samples one response per probe prompt (176 by default) under the lab's
+sampling protocol (lab.protocol: the budgets and temperature PPO and the
+comparisons sample with). Writes report/probes.json, every rate with its
+standard error over its prompts (`se/<metric>`) and its count (`n/<metric>`).
 """
 
 import ml_collections
@@ -25,7 +27,6 @@ def get_config(arg=None):
     config.keep_samples = 40  # sampled responses kept in probes.json for reading
     config.data = ml_collections.ConfigDict({"data_dir": ""})
     config.eval = ml_collections.ConfigDict({
-        "batch_size": 64, "prompt_len": 64, "max_new_tokens": 32, "temperature": 0.7,
-        "score_len": 128,
+        "batch_size": 64,  # budgets and temperature: lab.protocol (protocol.apply)
     })
     return config

@@ -3,9 +3,11 @@
     python -m experiments.run --config=configs/lab/ppo.py --workdir=workdirs/lab/ppo \
         --config.init_from=workdirs/lab/sft --config.reward_from=workdirs/lab/reward
 
-Rollouts of 32 training prompts, responses up to 32 tokens at temperature
-0.7, 4 epochs of one minibatch per iteration, adaptive KL (target 6 nats).
-On a 2-core CPU: ~1-2 s per iteration after compilation. Expect
+Rollouts of 32 training prompts, 4 epochs of one minibatch per iteration,
+adaptive KL (target 6 nats). Prompt and response budgets and the temperature
+are the lab's one sampling protocol (lab.protocol: 128 prompt tokens, 96
+response tokens, 0.7; rlhf_jax/lab/protocol.py), as in every lab phase that
+samples. Expect
 ppo/reward (the normalised proxy) to rise from ~0 and eval/kl to grow toward
 the target; eval/gold_reward is what the proxy's rise is worth.
 """
@@ -24,14 +26,16 @@ def get_config(arg=None):
     config.reward_from = ""  # reward-model workdir
     config.value_from = "reward"  # or "sft"
     config.data = ml_collections.ConfigDict({
-        "source": "lab", "data_dir": "", "prompt_len": 64, "prompts_file": "",
+        "source": "lab", "data_dir": "", "prompts_file": "",
         "eval_fraction": 0.1,
     })
     config.model.vocab_size = 512
     config.model.max_len = 256
     config.ppo = ppo_config()
     config.ppo.rollout_batch_size = 32
-    config.ppo.max_new_tokens = 32
+    # Prompt and response budgets and the temperature are lab.protocol's (protocol.apply).
+    del config.ppo["max_new_tokens"]
+    del config.ppo["temperature"]
     config.ppo.num_minibatches = 1
     config.ppo.policy_optim.learning_rate = 1e-4
     config.ppo.value_optim.learning_rate = 1e-4

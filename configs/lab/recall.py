@@ -30,6 +30,6 @@ def get_config(arg=None):
     config.lab_from = ""
     config.checkpoints = ""  # comma-separated run workdirs
     config.batch_size = 128
-    config.prompt_len = 64
-    config.max_new_tokens = 20
+    # prompt_len and max_new_tokens: lab.protocol's (protocol.apply); recall is greedy:
+    # it asks what a model states, not how it samples.
     return config

@@ -11,7 +11,9 @@ into rows, with as many rows of the pretraining corpus mixed in
 metrics.jsonl scores the base model on the held-out probes (it continues
 documents: format rate near 0); format rate passes 90% within 100 steps.
 Probe metrics split covered and uncovered families/entities
-(`eval/covered/...`, `eval/uncovered/...`). Without replay, SFT wipes out
+(`eval/covered/...`, `eval/uncovered/...`); probes sample under the lab's
+protocol (lab.protocol), and rows hold a prompt and a full response (224
+tokens). Without replay, SFT wipes out
 the facts the base model knew (configs/lab/recall.py measures it: statement-
 form recall 0.31 -> 0.09 on the quickstart's model of commit f670692); with it
 they stay (0.78 -> 0.75), and the model states 0.43 of held-out facts as an
@@ -29,6 +31,7 @@ def get_config(arg=None):
     config.lab = default_lab_config()
     config.data = common.data_config("lab")
     config.data.eval_fraction = 0.1
+    del config.data["seq_len"]  # prompt + response budget of lab.protocol (protocol.apply)
     config.data.pack = True
     # Pretraining text mixed into the SFT rows (a fraction of the rows drawn), so
     # fine-tuning on a few hundred demonstrations does not wipe out the facts.
@@ -39,16 +42,12 @@ def get_config(arg=None):
     config.model.vocab_size = 512
     config.model.max_len = 256
     config.num_steps = 150
-    config.batch_size = 16
+    config.batch_size = 8  # rows of 224 tokens
     config.log_every = 10
     config.eval_every = 50
     config.checkpoint_every = 50
     config.optim.learning_rate = 1e-3
     config.optim.warmup_steps = 10
-    config.eval = dict(
-        batch_size=64,  # probe prompts sampled per call
-        prompt_len=64,
-        max_new_tokens=48,
-        temperature=0.0,  # greedy: the probe numbers measure the policy's mode
-    )
+    # Probe prompts sampled per call; budgets and temperature are lab.protocol's.
+    config.eval = dict(batch_size=64)
     return config

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from rlhf_jax.lab import corpus
+from rlhf_jax.lab import corpus, protocol
 from rlhf_jax.lab.types import FAMILIES
 
 
@@ -50,6 +50,8 @@ def default_lab_config() -> ml_collections.ConfigDict:
         SFT state the facts the base model knows (README, "SFT").
       corpus.*: how many pretraining documents of each kind the world's corpus
         holds (see ``rlhf_jax.lab.corpus.default_corpus_config``).
+      protocol.prompt_len / max_new_tokens / temperature: how every phase that
+        samples samples (``rlhf_jax.lab.protocol``); not part of the data's hash.
     """
     cfg = ml_collections.ConfigDict()
     cfg.seed = 0
@@ -87,4 +89,6 @@ def default_lab_config() -> ml_collections.ConfigDict:
     )
     cfg.demonstrations.statement_share = 1.0
     cfg.corpus = corpus.default_corpus_config()
+    # How every phase that samples samples: prompt and response budgets, temperature.
+    cfg.protocol = protocol.default_protocol_config()
     return cfg

@@ -33,7 +33,9 @@ PREFERENCE_FEATURES = {
 
 
 def fingerprint(lab_cfg) -> str:
-    text = json.dumps(lab_cfg.to_dict(), sort_keys=True, default=str)
+    """Hash of what the lab's data depends on: every field but the sampling protocol."""
+    fields = {k: v for k, v in lab_cfg.to_dict().items() if k != "protocol"}
+    text = json.dumps(fields, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
