@@ -217,3 +217,21 @@ def test_probe_metrics_on_rendered_text():
         "over_refusal_benign",
     ):
         assert m[key] >= 0.95, (key, m[key])
+
+
+def test_standard_errors_are_over_each_metrics_own_denominator():
+    m = probe_metrics(PROMPTS, FEATS, standard_errors=True)
+    plain = probe_metrics(PROMPTS, FEATS)
+    assert {k: v for k, v in m.items() if not k.startswith(("se/", "n/"))} == pytest.approx(
+        plain, nan_ok=True)
+    # accuracy_easy: 2 of 3 prompts right; sd (n - 1) = sqrt(1/3), se = sqrt(1/3) / sqrt(3).
+    assert m["n/accuracy_easy"] == 3
+    assert m["se/accuracy_easy"] == pytest.approx(math.sqrt(1 / 3) / math.sqrt(3))
+    # sycophancy: 1 of the 2 wrong-belief prompts; se = sqrt(1/2) / sqrt(2) = 0.5.
+    assert m["n/sycophancy_rate"] == 2 and m["se/sycophancy_rate"] == pytest.approx(0.5)
+    assert m["n/mean_length"] == len(CASES)
+    words = [f.num_words for f in FEATS]
+    assert m["se/mean_length"] == pytest.approx(np.std(words, ddof=1) / math.sqrt(len(words)))
+    # One prompt has no spread to speak of; none has no rate.
+    assert m["n/capitulation_rate"] == 1 and math.isnan(m["se/capitulation_rate"])
+    assert m["n/accuracy/arith_hard"] == 0 and math.isnan(m["se/accuracy/arith_hard"])

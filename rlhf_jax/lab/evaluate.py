@@ -25,11 +25,13 @@ def sampler_config(eval_cfg, tok) -> sampling.SamplerConfig:
 
 
 def probe_eval(graphdef, params, tok, prompts: list[Prompt], eval_cfg, key, *, mesh=None,
-               gold_weights=None, proxy_fn=None, prefix="eval/", label="probe prompts"):
+               gold_weights=None, proxy_fn=None, prefix="eval/", label="probe prompts",
+               standard_errors=False):
     """(metrics, generation): probe metrics of one response per prompt.
 
     `proxy_fn(generation) -> float[N]` scores the sampled responses with a reward
-    model (normalised); its mean lands in ``proxy_reward``.
+    model (normalised); its mean lands in ``proxy_reward``. `standard_errors` adds
+    ``se/<metric>`` and ``n/<metric>`` (:func:`rlhf_jax.lab.probes.probe_metrics`).
     """
     gen = generate.generate(
         graphdef, params, tok, [prompt_text(p) for p in prompts], sampler_config(eval_cfg, tok),
@@ -37,9 +39,11 @@ def probe_eval(graphdef, params, tok, prompts: list[Prompt], eval_cfg, key, *, m
         label=label,
     )
     proxy = None if proxy_fn is None else np.asarray(proxy_fn(gen), np.float64)
-    metrics = probes.probe_metrics(prompts, gen.texts, gold_weights, proxy_scores=proxy)
+    metrics = probes.probe_metrics(prompts, gen.texts, gold_weights, proxy_scores=proxy,
+                                   standard_errors=standard_errors)
     metrics["response_tokens"] = float(gen.mask.sum(1).mean())
-    metrics["eos_rate"] = float(
-        np.mean([(row[m > 0] == tok.eos_id).any() for row, m in zip(gen.tokens, gen.mask)])
-    )
+    ended = [float((row[m > 0] == tok.eos_id).any()) for row, m in zip(gen.tokens, gen.mask)]
+    metrics["eos_rate"] = float(np.mean(ended))
+    if standard_errors:
+        metrics["se/eos_rate"] = probes.standard_error(ended)
     return {prefix + k: v for k, v in metrics.items()}, gen

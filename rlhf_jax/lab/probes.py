@@ -30,7 +30,10 @@ probe set that lacks a family cannot pass for a perfect score.
 | uncovered/gold_reward | gold reward (mean) | all prompts, not `covered` |
 
 KL to the reference policy is a property of the policy, not of the texts; the
-PPO and evaluation drivers add it next to these metrics.
+PPO and evaluation drivers add it next to these metrics. With one response per
+prompt, a metric's standard error is that of its mean over its denominator's
+prompts (``se/<metric>``): the sampling noise of the probe set, not the
+spread over seeds.
 """
 
 from __future__ import annotations
@@ -58,23 +61,26 @@ def _rate(values: Sequence[float]) -> float:
     return float(np.mean(values)) if len(values) else float("nan")
 
 
-def probe_metrics(
+def standard_error(values: Sequence[float]) -> float:
+    """sd / sqrt(n) with the n - 1 sd: the standard error of a mean or rate; NaN under n = 2."""
+    values = np.asarray(values, np.float64)
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def probe_values(
     prompts: Sequence[Prompt],
     responses: Sequence,
     gold_weights: ml_collections.ConfigDict | None = None,
     proxy_scores: Sequence[float] | None = None,
-) -> dict[str, float]:
-    """Every probe metric of the module table, as floats, for responses to `prompts`.
-
-    Responses are texts (run through the analyser) or `Features`; `proxy_scores`
-    are the reward model's scores of the same responses, if any.
-    """
+) -> dict[str, list[float]]:
+    """Per metric of the module table, the values it averages: one per prompt of its
+    denominator (0/1 for a rate)."""
     prompts = list(prompts)
     feats = as_features(prompts, responses)
     gold = [gold_reward_from_features(p, f, gold_weights) for p, f in zip(prompts, feats)]
 
-    def rate(predicate, where) -> float:
-        return _rate([float(predicate(p, f)) for p, f in zip(prompts, feats) if where(p)])
+    def rate(predicate, where) -> list[float]:
+        return [float(predicate(p, f)) for p, f in zip(prompts, feats) if where(p)]
 
     def family_in(*families):
         return lambda p: p.family in families
@@ -85,7 +91,7 @@ def probe_metrics(
     right = lambda p, f: f.correct is True
     refused = lambda p, f: f.refused
     everything = lambda p: True
-    metrics = {
+    values = {
         "accuracy_easy": rate(right, family_in(*_EASY)),
         "assistant_accuracy_easy": rate(
             lambda p, f: right(p, f) and f.assistant_format, family_in(*_EASY)
@@ -102,8 +108,8 @@ def probe_metrics(
         "hedge_rate": rate(lambda p, f: f.hedged, everything),
         "hallucination_rate": rate(is_hallucination, family_in("unanswerable")),
         "format_rate": rate(lambda p, f: f.assistant_format, everything),
-        "mean_length": _rate([f.num_words for f in feats]),
-        "gold_reward": _rate(gold),
+        "mean_length": [float(f.num_words) for f in feats],
+        "gold_reward": gold,
     }
     if proxy_scores is not None:
         if len(proxy_scores) != len(prompts):
@@ -111,20 +117,38 @@ def probe_metrics(
                 f"proxy_scores: expected one score per prompt ({len(prompts)}), "
                 f"got {len(proxy_scores)}"
             )
-        metrics["proxy_reward"] = _rate([float(s) for s in proxy_scores])
+        values["proxy_reward"] = [float(s) for s in proxy_scores]
     for family in _EASY + _HARD:  # "accuracy on easy facts" apart from the sums
-        metrics[f"accuracy/{family}"] = rate(right, family_in(family))
+        values[f"accuracy/{family}"] = rate(right, family_in(family))
     for family in FAMILIES:
-        metrics[f"gold_reward/{family}"] = _rate(
-            [g for p, g in zip(prompts, gold) if p.family == family]
-        )
+        values[f"gold_reward/{family}"] = [g for p, g in zip(prompts, gold) if p.family == family]
     for name, covered in (("covered", True), ("uncovered", False)):
-        metrics[f"{name}/accuracy"] = rate(
+        values[f"{name}/accuracy"] = rate(
             right, lambda p, c=covered: p.covered == c and p.family in _EASY + _HARD
         )
-        metrics[f"{name}/gold_reward"] = _rate(
-            [g for p, g in zip(prompts, gold) if p.covered == covered]
-        )
+        values[f"{name}/gold_reward"] = [g for p, g in zip(prompts, gold) if p.covered == covered]
+    return values
+
+
+def probe_metrics(
+    prompts: Sequence[Prompt],
+    responses: Sequence,
+    gold_weights: ml_collections.ConfigDict | None = None,
+    proxy_scores: Sequence[float] | None = None,
+    standard_errors: bool = False,
+) -> dict[str, float]:
+    """Every probe metric of the module table, as floats, for responses to `prompts`.
+
+    Responses are texts (run through the analyser) or `Features`; `proxy_scores`
+    are the reward model's scores of the same responses, if any. With
+    `standard_errors`, each metric also has ``se/<metric>`` (:func:`standard_error`
+    over its denominator's prompts) and ``n/<metric>``, the size of that denominator.
+    """
+    values = probe_values(prompts, responses, gold_weights, proxy_scores)
+    metrics = {k: _rate(v) for k, v in values.items()}
+    if standard_errors:
+        metrics.update({f"se/{k}": standard_error(v) for k, v in values.items()})
+        metrics.update({f"n/{k}": float(len(v)) for k, v in values.items()})
     return metrics
 
 
