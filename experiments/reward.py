@@ -44,7 +44,7 @@ def _sft_params(config, mesh, rules):
 
 def _lab_data(config, workdir, tok, graphdef, sft, mesh):
     """(train, eval) columns of labelled lab comparisons; eval also keeps gold rewards."""
-    from rlhf_jax.lab import comparisons, datasets  # noqa: PLC0415
+    from rlhf_jax.lab import comparisons, datasets, protocol  # noqa: PLC0415
 
     if sft is None:
         raise ValueError("lab comparisons are sampled from the SFT policy: set "
@@ -53,9 +53,19 @@ def _lab_data(config, workdir, tok, graphdef, sft, mesh):
     out = []
     for split in ("train", "probe"):
         prompts = datasets.load_prompts(config.lab, _data_dir(config, workdir), split)
+        protocol.check_prompts(tok, prompts, config.data.prompt_len, f"{split} prompts")
         key = runtime.seed_key(config, "comparisons", split)
-        collect = lambda ps, key=key: comparisons.collect(  # noqa: E731
-            graphdef, sft, tok, ps, config.data, config.panel, None, key, config.seed, mesh)
+        copies = 2 * config.data.pairs_per_prompt
+
+        def collect(ps, key=key, split=split, copies=copies):
+            # Sampled once per policy and seed: another panel relabels the same samples.
+            meta = comparisons.sample_meta(f"comparisons_{split}", config.init_from, ps,
+                                           copies, config.data, config.seed)
+            samples = comparisons.cached_samples(lab_dir, meta, lambda: comparisons.sample_policy(
+                graphdef, sft, tok, ps, copies, config.data, key, mesh))
+            return comparisons.collect(graphdef, sft, tok, ps, config.data, config.panel, None,
+                                       key, config.seed, mesh, samples=samples)
+
         out.append(comparisons.load_or_collect(config, lab_dir, split, prompts, collect))
     return out
 
@@ -165,6 +175,9 @@ def run(config, workdir):
         if gold_pairs:
             metrics["eval/gold_accuracy"] = _pair_eval(score, state, tok, gold_pairs, config,
                                                        mesh, "gold-ordered pairs")["accuracy"]
+        ceiling = eval_cols["report"].get("accuracy_ceiling") if lab else None
+        if ceiling is not None:  # the best any model could score against these labels
+            metrics["eval/accuracy_ceiling"] = ceiling
         if lab and step == config.num_steps:
             metrics.update(_lab_analysis(config, workdir, state, score, tok, eval_cols,
                                          sft_graphdef, sft, mesh))
@@ -183,7 +196,7 @@ def run(config, workdir):
 
 def _lab_analysis(config, workdir, state, score, tok, eval_cols, sft_graphdef, sft, mesh):
     """Length correlation, style gaps and best-of-n of the trained (normalised) reward."""
-    from rlhf_jax.lab import comparisons, rm_analysis  # noqa: PLC0415
+    from rlhf_jax.lab import comparisons, datasets, rm_analysis  # noqa: PLC0415
 
     def scorer(prompts, responses):
         return scoring.score_texts(score, state["params"], state["norm"], tok,
@@ -199,10 +212,19 @@ def _lab_analysis(config, workdir, state, score, tok, eval_cols, sft_graphdef, s
     out.update({f"analysis/{k}": v for k, v in
                 rm_analysis.style_gaps(prompts, scorer, config.seed).items()})
     n_max = max(config.analysis.best_of_n)
-    samples = comparisons.sample_policy(sft_graphdef, sft, tok, prompts, n_max,
-                                        config.analysis.sampling,
-                                        runtime.seed_key(config, "best_of_n"), mesh,
-                                        label="best-of-n prompts")
+    # Best-of-n on an even spread of the probe prompts (every family), or on all of them.
+    k = config.analysis.get("num_prompts", 0) or len(prompts)
+    prompts = [prompts[i] for i in sorted(set(np.linspace(0, len(prompts) - 1,
+                                                          min(k, len(prompts))).round()
+                                              .astype(int)))]
+    meta = comparisons.sample_meta("best_of_n", config.init_from, prompts, n_max,
+                                   config.analysis.sampling, config.seed)
+    samples = comparisons.cached_samples(
+        datasets.build(config.lab, _data_dir(config, workdir)), meta,
+        lambda: comparisons.sample_policy(sft_graphdef, sft, tok, prompts, n_max,
+                                          config.analysis.sampling,
+                                          runtime.seed_key(config, "best_of_n"), mesh,
+                                          label="best-of-n prompts"))
     proxy = np.stack([scorer(prompts, row) for row in samples])
     bon = rm_analysis.best_of_n(prompts, samples, proxy, tuple(config.analysis.best_of_n))
     for row in bon:

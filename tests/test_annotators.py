@@ -375,3 +375,28 @@ def test_human_like_agreement_on_rendered_pairs():
     b = [sample(p) for p in prompts]
     stats = agreement_stats(prompts, a, b, make_panel(panel_config("human_like"), 0), seed=1)
     assert stats["inter_annotator_agreement"] == pytest.approx(0.73, abs=0.05)
+
+
+def test_accuracy_ceiling_by_hand_and_from_agreement():
+    from rlhf_jax.lab import annotators as ann  # noqa: PLC0415
+
+    # Agreement a = q^2 + (1 - q)^2 for a single q inverts to q.
+    for q in (0.5, 0.7, 0.85, 1.0):
+        assert ann.ceiling_from_agreement(q * q + (1 - q) ** 2) == pytest.approx(q)
+    assert ann.ceiling_from_agreement(0.4) == 0.5  # below chance agreement: no signal
+    assert math.isnan(ann.ceiling_from_agreement(float("nan")))
+    # Exact ceiling: the members' mean P(A > B) per pair, max(p, 1 - p), averaged.
+    panel = ann.make_panel(ann.panel_config("human_like", size=4), 0)
+    prompts, a, b = sft_like_pairs(300, 0)
+    p = np.mean([[sigmoid(m.tau * (ann.perceived_utility(pr, fa, m)
+                                   - ann.perceived_utility(pr, fb, m)))
+                  for pr, fa, fb in zip(prompts, a, b)] for m in panel], axis=0)
+    want = float(np.mean(np.maximum(p, 1 - p)))
+    assert ann.accuracy_ceiling(prompts, a, b, panel) == pytest.approx(want)
+    assert 0.5 < want < 1.0
+    # The labels themselves agree with the better guess at about that rate.
+    labels = ann.label_pairs(prompts, a, b, panel, 0)
+    guess = (p < 0.5).astype(int)
+    assert abs(np.mean(labels.choice == guess) - want) < 0.08
+    with pytest.raises(ValueError, match="accuracy_ceiling: the panel is empty"):
+        ann.accuracy_ceiling(prompts, a, b, [])

@@ -5,11 +5,13 @@
 
 The argument picks the panel preset: unbiased, human_like (default), length,
 agreement, flattery, confidence, caution or no_verification. The SFT policy
-samples 4 pairs for each of the ~350 training prompts (~1,400 comparisons)
-and 2 for each probe prompt (held out); the reward model starts from the SFT
-trunk. On a 2-core CPU: about 2 minutes. Expect held-out accuracy against the
-panel's labels near the panel's own consistency (0.6-0.75), and, with a
-biased panel, positive `analysis/*_gap` figures for the biases it carries.
+samples `data.pairs_per_prompt` pairs for each training prompt and each probe
+prompt (held out); the reward model starts from the SFT trunk. Samples follow
+the lab's protocol (lab.protocol) and are stored panel-free
+(data/lab_*/samples/), so another panel relabels the same ones. Expect
+held-out accuracy against the panel's labels near `eval/accuracy_ceiling`,
+the best any model can do against that panel, and, with a biased panel,
+positive `analysis/*_gap` figures for the biases it carries.
 """
 
 import ml_collections
@@ -27,10 +29,8 @@ def get_config(arg=None):
     config.data = common.data_config("lab")
     config.data.pairs_per_prompt = 4
     config.data.offpolicy_fraction = 0.0  # share of pairs whose B is a rendered variant
-    config.data.batch_size = 64  # sampling batch
-    config.data.prompt_len = 64
-    config.data.max_new_tokens = 48
-    config.data.temperature = 1.0
+    config.data.batch_size = 64  # sampling batch; budgets and temperature: lab.protocol
+    del config.data["seq_len"]  # a prompt and a full response (protocol.apply)
     config.tokenizer = common.tokenizer_config(vocab_size=512)
     config.model.vocab_size = 512
     config.model.max_len = 256
@@ -46,7 +46,7 @@ def get_config(arg=None):
     config.eval = ml_collections.ConfigDict({"batch_size": 64})
     config.analysis = ml_collections.ConfigDict({
         "best_of_n": (1, 2, 4, 8, 16),
-        "sampling": {"batch_size": 64, "prompt_len": 64, "max_new_tokens": 48,
-                     "temperature": 1.0},
+        "num_prompts": 0,  # best-of-n on an even spread of this many probe prompts; 0: all
+        "sampling": {"batch_size": 64},  # budgets and temperature: lab.protocol
     })
     return config

@@ -274,6 +274,43 @@ def label_pairs(
     return LabelResult(choice, members, p_a, scorer.gold_pref(), scorer.gold_a, scorer.gold_b)
 
 
+def accuracy_ceiling(
+    prompts,
+    responses_a,
+    responses_b,
+    panel: list[AnnotatorParams],
+    gold_weights: ml_collections.ConfigDict | None = None,
+) -> float:
+    """The highest expected accuracy any reward model can reach against this panel's labels.
+
+    A pair's label comes from one member drawn at random, so its chance of being A is
+    the panel mean p of the members' P(A > B); a predictor that does not know the
+    member is right with probability at most max(p, 1 - p). Returns the mean of that
+    over the pairs: the ceiling to hold a reward model's held-out accuracy against.
+    """
+    if not panel:
+        raise ValueError("accuracy_ceiling: the panel is empty; expected at least one annotator")
+    scorer = _Scorer(prompts, responses_a, responses_b, gold_weights)
+    n = len(scorer.prompts)
+    if not n:
+        return float("nan")
+    p = np.mean([scorer.p_a(panel, np.full(n, k)) for k in range(len(panel))], axis=0)
+    return float(np.mean(np.maximum(p, 1 - p)))
+
+
+def ceiling_from_agreement(agreement: float) -> float:
+    """LAB.md's estimate of the ceiling from inter-annotator agreement a alone.
+
+    If every label were the panel's majority choice with the same chance q, two labels
+    would agree with a = q^2 + (1 - q)^2, so q = (1 + sqrt(2a - 1)) / 2 (a >= 1/2).
+    Panels whose members disagree more on some pairs than others have an exact ceiling
+    (:func:`accuracy_ceiling`) above this one.
+    """
+    if not agreement == agreement:
+        return float("nan")
+    return float((1 + math.sqrt(max(2 * agreement - 1, 0.0))) / 2)
+
+
 def _share_chosen(choice, values_a, values_b, mask=None) -> float:
     """Share of pairs, among those where the values differ, whose choice has the larger."""
     values_a, values_b = np.asarray(values_a, float), np.asarray(values_b, float)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 
 import jax
 import numpy as np
@@ -73,11 +74,53 @@ def sample_policy(graphdef, params, tok, prompts, copies: int, sample_cfg, key, 
     return out
 
 
+def cached_samples(cache_dir: str, meta: dict, sample_fn) -> list[list[str]]:
+    """`sample_fn()`'s samples, stored once under `cache_dir` by a hash of `meta`.
+
+    `meta` names everything the samples depend on (the policy checkpoint and its step,
+    the prompts, the sampling settings, the seed) and nothing they do not: no panel.
+    Runs that differ only in who labels the pairs (the claims experiment's arms) read
+    the same samples instead of drawing them again. The file is JSON, written atomically.
+    """
+    from rlhf_jax import runtime  # noqa: PLC0415
+
+    text = json.dumps(meta, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = os.path.join(cache_dir, "samples", f"{meta.get('what', 'samples')}_{digest}.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+        if stored.get("meta") == json.loads(text):
+            print(f"samples: {meta.get('what')} read from {path}", flush=True)
+            return stored["samples"]
+    samples = [list(row) for row in sample_fn()]
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        runtime.write_json(path, {"meta": json.loads(text), "samples": samples})
+    return samples
+
+
+def sample_meta(what: str, init_from: str, prompts, copies: int, sample_cfg, seed) -> dict:
+    """What a set of policy samples depends on, for :func:`cached_samples`."""
+    from rlhf_jax import checkpoint  # noqa: PLC0415
+
+    ids = hashlib.sha256("\n".join(p.id for p in prompts).encode()).hexdigest()[:16]
+    return {"what": what, "init_from": os.path.abspath(init_from),
+            "init_step": checkpoint.latest_step(init_from), "prompts": ids,
+            "num_prompts": len(prompts), "copies": copies, "seed": seed,
+            "sampling": {k: sample_cfg[k] for k in ("batch_size", "prompt_len",
+                                                    "max_new_tokens", "temperature")}}
+
+
 def collect(graphdef, params, tok, prompts, data_cfg, panel_cfg, gold_cfg, key, seed,
-            mesh=None) -> Comparisons:
-    """Samples, mixes in off-policy variants and labels `pairs_per_prompt` pairs per prompt."""
+            mesh=None, samples=None) -> Comparisons:
+    """Samples, mixes in off-policy variants and labels `pairs_per_prompt` pairs per prompt.
+
+    `samples` (2 * pairs_per_prompt lists of responses, :func:`sample_policy`'s) are
+    used instead of sampling when given."""
     k = data_cfg.pairs_per_prompt
-    samples = sample_policy(graphdef, params, tok, prompts, 2 * k, data_cfg, key, mesh)
+    if samples is None:
+        samples = sample_policy(graphdef, params, tok, prompts, 2 * k, data_cfg, key, mesh)
     rng = np.random.default_rng([seed, 21])
     rows = ([], [], [], [], [])
     for j in range(k):
@@ -101,6 +144,8 @@ def panel_report(comparisons: Comparisons, panel_cfg, gold_cfg, seed) -> dict:
                                        comparisons.responses_b, panel, seed + 1, gold_cfg)
     lab = comparisons.labels
     decided = lab.gold_pref >= 0
+    ceiling = annotators.accuracy_ceiling(comparisons.prompts, comparisons.responses_a,
+                                          comparisons.responses_b, panel, gold_cfg)
     return {
         "panel": panel_cfg.to_dict(),
         "num_pairs": len(comparisons),
@@ -108,6 +153,9 @@ def panel_report(comparisons: Comparisons, panel_cfg, gold_cfg, seed) -> dict:
         "gold_ties": float(np.mean(~decided)),
         "offpolicy_pairs": float(np.mean([s != "policy" for s in comparisons.source_b])),
         **{k: float(v) for k, v in stats.items()},
+        "accuracy_ceiling": ceiling,
+        "accuracy_ceiling_from_agreement": annotators.ceiling_from_agreement(
+            stats["inter_annotator_agreement"]),
         "gold_weights": gold.default_gold_weights().to_dict() if gold_cfg is None
         else gold_cfg.to_dict(),
     }
