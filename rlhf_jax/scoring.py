@@ -27,7 +27,9 @@ def score_texts(score_fn, params, norm, tok, turns_list, responses, *, max_len: 
     for lo in range(0, n, batch_size):
         preemption.check("scoring responses with the reward model")
         idx = np.arange(lo, lo + batch_size) % n
-        local = {k: v[idx] for k, v in rows.items()}
+        # Padding after the batch's longest row is cut (exact; batching.trim_padding),
+        # from the whole batch, so that every process feeds the same shape.
+        local = batching.trim_padding({k: v[idx] for k, v in rows.items()})
         if mesh is not None:  # each process feeds its share of the rows
             part = runtime.process_rows(batch_size)
             local = runtime.global_batch(mesh, {k: v[part] for k, v in local.items()})

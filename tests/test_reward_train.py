@@ -307,3 +307,31 @@ def test_init_trunk_params_errors(mesh, solo):
     with pytest.raises(ValueError, match=r"does not have the trunk's structure.*missing "
                                          r"\[\"\['final_norm'\]"):
         solo.init_state(jax.random.key(0), init_trunk_params=params)
+
+
+def test_trimmed_padding_gives_the_same_scores(ens):
+    from rlhf_jax.data import batching  # noqa: PLC0415
+
+    rng = np.random.default_rng(7)
+    batch = {k: np.array(v) for k, v in _pair_batch(rng, (3, 8)).items()}
+    for k in batch:  # rows shorter than L, so that there is padding to cut
+        batch[k][..., 9:] = 0 if k == "mask" else PAD
+    wide = {k: np.concatenate([v, np.full(v.shape[:-1] + (4,), 0, v.dtype)], -1)
+            for k, v in batch.items()}  # 16 columns, at least the last 7 padding
+    cut = batching.trim_padding(wide, bucket=4)
+    used = int(np.nonzero(wide["mask"].reshape(-1, 16).any(0))[0][-1]) + 1
+    assert used <= 9 and cut["tokens"].shape[-1] == -(-used // 4) * 4 <= 12
+    np.testing.assert_array_equal(cut["mask"].sum(-1), wide["mask"].sum(-1))
+    assert batching.trim_padding(wide, bucket=64)["tokens"].shape[-1] == 16  # never longer
+    state = ens.init_state(jax.random.key(3))
+    flat = lambda b: (b["tokens"].reshape(-1, b["tokens"].shape[-1]),  # noqa: E731
+                      b["mask"].reshape(-1, b["mask"].shape[-1]))
+    params = jax.device_get(_member(state["params"], 0))
+    np.testing.assert_allclose(_hand_scores_any(ens.graphdef, params, *flat(cut)),
+                               _hand_scores_any(ens.graphdef, params, *flat(wide)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def _hand_scores_any(graphdef, params, tokens, mask):
+    per_token = models.scalar_forward(graphdef, params, jnp.asarray(tokens), jnp.asarray(mask))
+    return np.asarray(models.gather_last(per_token, jnp.asarray(mask)))

@@ -252,6 +252,23 @@ def preference_batch(tok, records, max_len: int, truncation: str = "left_prompt"
     return {"tokens": tokens, "mask": mask}
 
 
+def trim_padding(batch: dict, bucket: int = 32) -> dict:
+    """Right-padded ``tokens``/``mask`` [..., L] cut to the used length, rounded up to a
+    multiple of `bucket` (at most L).
+
+    Exact for a causal model read at the last ``mask == 1`` position: the cut columns are
+    padding after every row's end, which no kept position attends to. Rounding keeps the
+    number of distinct shapes (and so of compilations) to L / bucket.
+    """
+    mask = np.asarray(batch["mask"])
+    full = mask.shape[-1]
+    used = np.nonzero(mask.reshape(-1, full).any(0))[0]
+    length = int(used[-1]) + 1 if len(used) else 1
+    keep = min(full, -(-length // bucket) * bucket)
+    return {k: (np.asarray(v)[..., :keep] if k in ("tokens", "mask") else v)
+            for k, v in batch.items()}
+
+
 def ranked_batch(tok, records, max_len: int, truncation: str = "left_prompt",
                  label: str = "ranked comparisons") -> dict:
     """`RankedRecord`s to `{"tokens": int32[B, K, L], "mask", "ranks": int32[B, K]}`.
