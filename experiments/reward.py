@@ -147,6 +147,9 @@ def run(config, workdir):
     def step_fn(state, step):
         idx = [next(it) for it in iterators]
         local = {k: np.stack([v[i] for i in idx]) for k, v in rows.items()}  # [K, B, 2, L]
+        # Rows are right-padded to a prompt and a full response; most pairs are far
+        # shorter. Cutting the padding after the batch's longest row is exact.
+        local = batching.trim_padding(local)
         data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, ("data",
                                                                                    "fsdp")))
         batch = {k: jax.make_array_from_process_local_data(data, v) for k, v in local.items()}
