@@ -29,6 +29,7 @@ import time
 import jax
 
 from rlhf_jax import checkpoint, fingerprint, preemption, rundir, runtime
+from rlhf_jax.lab import protocol
 
 PHASES = ("pretrain", "sft", "reward", "ppo")
 EVALS = (("base", "pretrain"), ("sft", "sft"), ("rlhf", "ppo"))
@@ -57,24 +58,33 @@ def extend_check(root: str, old: dict, new: dict, names: list[str]) -> None:
                 "the last phase, or use a new --workdir")
 
 
-def phase_configs(config, root: str) -> dict:
-    """Each phase's config with the shared seed, lab, data dir and the init_from chain."""
-    data_dir = os.path.join(root, "data")
+def layout(root: str) -> dict:
+    """Where each phase of a pipeline rooted at `root` lives; "data" is the shared data dir."""
+    return {name: os.path.join(root, name) for name in (*PHASES, "data")}
+
+
+def phase_configs(config, root: str, dirs: dict | None = None) -> dict:
+    """Each phase's config with the shared seed, lab, data dir and the init_from chain.
+
+    `dirs` (default :func:`layout` of `root`) places the phases: the claims experiment
+    shares one seed's pretrain, sft and data between arms that differ in the panel."""
+    dirs = dirs or layout(root)
     out = {}
     for phase in PHASES:
         sub = config[phase].copy_and_resolve_references()
         with sub.unlocked():
             sub.seed = config.seed
             sub.lab = config.lab.copy_and_resolve_references()
-            sub.data.data_dir = data_dir
+            sub.data.data_dir = dirs["data"]
             if phase == "sft":
-                sub.init_from = os.path.join(root, "pretrain")
+                sub.init_from = dirs["pretrain"]
             elif phase == "reward":
-                sub.init_from = os.path.join(root, "sft")
+                sub.init_from = dirs["sft"]
                 sub.panel = config.panel.copy_and_resolve_references()
             elif phase == "ppo":
-                sub.init_from = os.path.join(root, "sft")
-                sub.reward_from = os.path.join(root, "reward")
+                sub.init_from = dirs["sft"]
+                sub.reward_from = dirs["reward"]
+        protocol.apply(sub)
         out[phase] = sub
     return out
 
@@ -90,18 +100,6 @@ def _finished(phase_dir: str, num_steps: int) -> bool:
         print(f"pipeline: {e}; the phase resumes from the step before", flush=True)
         return False
     return True
-
-
-def _eval_config(config, root, name, phase):
-    sub = config.eval.copy_and_resolve_references()
-    with sub.unlocked():
-        sub.seed = config.seed
-        sub.lab = config.lab.copy_and_resolve_references()
-        sub.data.data_dir = os.path.join(root, "data")
-        sub.checkpoint = os.path.join(root, phase)
-        sub.reward_from = os.path.join(root, "reward")
-        sub.reference = os.path.join(root, "sft") if name != "base" else ""
-    return sub
 
 
 class Timings:
@@ -166,35 +164,64 @@ def _timed(timings: Timings, name: str, folder: str, fn) -> None:
         timings.end(attempt, outcome)
 
 
-def run(config, workdir):
-    root = workdir
-    timings = Timings(root)
-    for phase, sub in phase_configs(config, root).items():
-        preemption.check(f"starting the {phase} phase")
-        phase_dir = os.path.join(root, phase)
+def _eval_config(config, root, name, phase, dirs: dict | None = None):
+    dirs = dirs or layout(root)
+    sub = config.eval.copy_and_resolve_references()
+    with sub.unlocked():
+        sub.seed = config.seed
+        sub.lab = config.lab.copy_and_resolve_references()
+        sub.data.data_dir = dirs["data"]
+        sub.checkpoint = dirs[phase]
+        sub.reward_from = dirs["reward"]
+        sub.reference = dirs["sft"] if name != "base" else ""
+    protocol.apply(sub)
+    return sub
+
+
+def run_phases(config, dirs: dict, timings: Timings, root: str, phases=PHASES,
+               prefix: str = "") -> None:
+    """Trains `phases` (those not finished) in `dirs`, timed under ``prefix + phase``."""
+    for phase, sub in phase_configs(config, root, dirs).items():
+        if phase not in phases:
+            continue
+        preemption.check(f"starting the {prefix}{phase} phase")
+        phase_dir = dirs[phase]
         with rundir.open_run(sub, phase_dir):
             if _finished(phase_dir, sub.num_steps):
                 print(f"pipeline: {phase} finished earlier ({phase_dir}); skipped", flush=True)
                 continue
             print(f"pipeline: {phase} -> {phase_dir}", flush=True)
             driver = importlib.import_module(f"experiments.{phase}")
-            _timed(timings, phase, phase, lambda d=driver, s=sub, p=phase_dir: d.run(s, p))
+            _timed(timings, prefix + phase, os.path.relpath(phase_dir, root),
+                   lambda d=driver, s=sub, p=phase_dir: d.run(s, p))
+
+
+def run_eval(sub, out: str, timings: Timings, root: str, name: str) -> None:
+    """Evaluates `sub.checkpoint` into `out` (a JSON file), unless `out` holds this very
+    evaluation (same fingerprint); its run folder is `out` without ".json"."""
     from experiments import eval as eval_exp  # noqa: PLC0415
 
+    preemption.check(f"starting the {name} evaluation")
+    digest = fingerprint.digest(fingerprint.fields_of(sub))
+    if (_read_json(out) or {}).get("fingerprint") == digest:
+        return
+    eval_dir = out.removesuffix(".json")
+    with rundir.open_run(sub, eval_dir, committed=lambda _: False):
+        _timed(timings, name, os.path.relpath(eval_dir, root),
+               lambda s=sub, d=eval_dir: eval_exp.run(s, d))
+        if jax.process_index() == 0:
+            result = _read_json(os.path.join(eval_dir, "report", "probes.json"))
+            _write_json(out, {**result, "fingerprint": digest})
+
+
+def run(config, workdir):
+    root = workdir
+    timings = Timings(root)
+    dirs = layout(root)
+    run_phases(config, dirs, timings, root)
     for name, phase in EVALS:
-        preemption.check(f"starting the {name} evaluation")
-        out = os.path.join(root, "eval", f"{name}.json")
-        sub = _eval_config(config, root, name, phase)
-        digest = fingerprint.digest(fingerprint.fields_of(sub))
-        if (_read_json(out) or {}).get("fingerprint") == digest:
-            continue
-        eval_dir = os.path.join(root, "eval", name)
-        with rundir.open_run(sub, eval_dir, committed=lambda _: False):
-            _timed(timings, f"eval_{name}", os.path.join("eval", name),
-                   lambda s=sub, d=eval_dir: eval_exp.run(s, d))
-            if jax.process_index() == 0:
-                result = _read_json(os.path.join(eval_dir, "report", "probes.json"))
-                _write_json(out, {**result, "fingerprint": digest})
+        run_eval(_eval_config(config, root, name, phase, dirs),
+                 os.path.join(root, "eval", f"{name}.json"), timings, root, f"eval_{name}")
     preemption.check("writing the report")
     if jax.process_index() == 0:
         from rlhf_jax import report  # noqa: PLC0415

@@ -1,0 +1,75 @@
+"""The claims experiment (experiments/claims.py): seeds x panels, paired, with intervals.
+
+    python -m experiments.run --config=configs/lab/claims.py --workdir=workdirs/claims
+    python -m experiments.run --config=configs/lab/claims.py:headline --workdir=workdirs/headline
+
+`default`: seeds 1-3, every arm (the unbiased control, the six single-bias
+panels, human_like, a noisy (tau 1.5) and a noiseless unbiased panel, and the
+over-optimisation arm). `headline`: seeds 1-3 and the arms of the headline
+rows only (unbiased, length, agreement, flattery, over-optimisation). A
+comma-separated list of arm names (`:unbiased,length`) runs those arms; the
+table then holds the rows whose arms are all there.
+
+The phases are the quickstart's (configs/quickstart.py) with more signal, the
+same for every arm (LAB.md section 7): 64 probe prompts per family, 4
+comparison pairs per training prompt (2,816 comparisons) and 120 reward-model
+steps, best-of-n to n = 64 on a spread of 128 probe prompts. Runs resume: a run stopped for any reason is finished by
+rerunning its command, and arms or seeds added later reuse what is done.
+"""
+
+import ml_collections
+
+from configs import quickstart
+
+SINGLE_BIASES = ("length", "agreement", "flattery", "confidence", "caution", "no_verification")
+
+
+def _arm(panel: str, **fields) -> dict:
+    return {"panel": panel, "panel_overrides": fields.pop("panel_overrides", {}),
+            "reward_arm": fields.pop("reward_arm", ""), "ppo": fields.pop("ppo", {})}
+
+
+def arms(preset: str) -> dict:
+    out = {"unbiased": _arm("unbiased")}
+    singles = SINGLE_BIASES if preset == "default" else ("length", "agreement", "flattery")
+    out.update({b: _arm(b) for b in singles})
+    if preset == "default":
+        out["human_like"] = _arm("human_like")
+        out["noisy"] = _arm("unbiased", panel_overrides={"tau": 1.5})
+        out["noiseless"] = _arm("unbiased", panel_overrides={"tau": 100.0, "tau_spread": 0.0})
+    # Over-optimisation: PPO against the unbiased arm's reward model, 4x as long, at a
+    # fixed beta a tenth of the default, so d = sqrt(KL) travels far (Gao et al.).
+    out["overopt"] = _arm("unbiased", reward_arm="unbiased", ppo={
+        "num_steps": 160, "eval_every": 10, "checkpoint_every": 20,
+        "ppo": {"kl_coef": 0.015, "adaptive_kl": False}})
+    return out
+
+
+def get_config(arg=None):
+    """`arg`: "default", "headline", or comma-separated arm names of the default preset
+    (``unbiased,length``: those arms only, e.g. to add a claim's arms one at a time)."""
+    preset = arg or "default"
+    chosen = None
+    if preset not in ("default", "headline"):
+        chosen = [a.strip() for a in preset.split(",") if a.strip()]
+        unknown = [a for a in chosen if a not in arms("default")]
+        if unknown:
+            raise ValueError(f"configs/lab/claims.py:{preset}: unknown arm(s) {unknown}; "
+                             f"expected 'default', 'headline' or arms of "
+                             f"{sorted(arms('default'))}")
+    config = quickstart.get_config("unbiased")
+    del config["panel"]  # each arm names its own
+    config.experiment = "claims"
+    config.preset = preset
+    config.seeds = (1, 2, 3)
+    config.lab.prompts.probe_per_family = 64
+    config.reward.data.pairs_per_prompt = 4  # 2,816 training comparisons
+    config.reward.num_steps = 120  # ~2.7 passes over them, as the quickstart's 40 over 704
+    config.reward.eval_every = 40
+    config.reward.checkpoint_every = 40
+    config.reward.analysis.best_of_n = (1, 2, 4, 8, 16, 32, 64)
+    config.reward.analysis.num_prompts = 128
+    every = arms("default" if chosen else preset)
+    config.arms = ml_collections.ConfigDict(
+        {a: every[a] for a in chosen} if chosen else every)
+    return config
