@@ -72,6 +72,10 @@ AGREEMENT_MEANING = {
     "inter_annotator_agreement_expected": "the same, as expected from the members' "
                                           "choice probabilities",
     "gold_agreement": "share of pairs where a member picks the gold reward's favourite",
+    "accuracy_ceiling": "the best expected accuracy of any reward model against this "
+                        "panel's labels (mean of max(p, 1 − p), p the members' mean P(A > B))",
+    "accuracy_ceiling_from_agreement": "the same estimated from inter-annotator agreement a "
+                                       "alone: (1 + sqrt(2a − 1)) / 2",
     "gold_agreement_hard": "gold agreement on hard (uncheckable) questions",
     "gold_agreement_other": "gold agreement on all other families",
     "label_agrees_with_gold": "share of training labels that match the gold preference",
@@ -192,6 +196,30 @@ class _Inputs:
         return f"Not available: `{rel}` was not found in this run's folder."
 
 
+def _claims_section(doc: Document, inp: _Inputs):
+    """The article's claims this one run can show: single-seed values, no intervals."""
+    from rlhf_jax.lab import claims  # noqa: PLC0415
+
+    metrics = {n: (inp.evals[n] or {}).get("metrics") for n, _ in CHECKPOINTS}
+    metrics = {n: m if isinstance(m, dict) else None for n, m in metrics.items()}
+    if metrics["base"] is None and metrics["SFT"] is None:
+        return  # the probe section says what is missing
+    run_arm = {"rlhf": metrics["RLHF"], "ppo": [], "reward": None}
+    result = {"base": metrics["base"], "sft": metrics["SFT"], "arms": {"run": run_arm}}
+    rows = [(c.claim, f"{c.treatment} vs {c.control}", c.metric, c.value(result))
+            for c in claims.default_claims(())]
+    gain = lambda m: claims.rlhf_gain(result, "run", m)  # noqa: E731
+    rows += [("what RLHF changed (this panel, no control)", "RLHF vs SFT", m, gain(m))
+             for m in (*FAILURE_RATES, "mean_length", "gold_reward")]
+    doc.heading(2, "Claims this run can show")
+    doc.para("One seed and one panel: each value is a single paired difference, with no "
+             "interval and no unbiased control, so none is a result on its own. The claims "
+             "experiment (configs/lab/claims.py) measures every claim over seeds against a "
+             "control panel, with 95% intervals and verdicts.")
+    doc.table(["claim", "treatment vs control", "metric", "value (one seed)"],
+              [[c, t, m, "n/a" if v is None else f"{v:+.3f}"] for c, t, m, v in rows])
+
+
 def _probe_section(doc: Document, inp: _Inputs):
     doc.heading(2, "Probes: base, SFT and RLHF checkpoints")
     doc.para("The same held-out probe prompts, sampled from each checkpoint under one protocol "
@@ -209,10 +237,14 @@ def _probe_section(doc: Document, inp: _Inputs):
         tables[name] = data["metrics"]
     if not tables:
         return
-    seen = list(dict.fromkeys(k for t in tables.values() for k in t))
+    seen = list(dict.fromkeys(k for t in tables.values() for k in t
+                              if not k.startswith(("se/", "n/"))))
     names = [m for m in HEADLINE if m in seen] + [m for m in seen if m not in HEADLINE]
-    doc.table(["metric", *tables], [[m, *("-" if m not in t else _fmt(t[m])
-                                          for t in tables.values())] for m in names])
+    doc.table(["metric", *tables], [[m, *(_with_se(t, m) for t in tables.values())]
+                                    for m in names])
+    if any(k.startswith("se/") for t in tables.values() for k in t):
+        doc.para("± is the standard error over the metric's probe prompts (one sample "
+                 "each): the noise of the probe set, not the spread over seeds.")
     glossary = [f"`{m}`: {MEANING[m]}." for m in names if m in MEANING]
     if any(m.startswith("accuracy/") for m in names):
         glossary.append("`accuracy/<family>`: share of one fact/arithmetic family answered "
@@ -233,6 +265,13 @@ def _probe_section(doc: Document, inp: _Inputs):
                      "values differ; probe sets are finite, so small changes may be noise):")
             doc.items([_change(f"`{m}`", tables[before].get(m), tables[after].get(m))
                        for m in watched if m in tables[before] or m in tables[after]])
+
+
+def _with_se(metrics: dict, name: str) -> str:
+    if name not in metrics:
+        return "-"
+    se = _num(metrics.get(f"se/{name}"))
+    return _fmt(metrics[name]) + (f" ± {_fmt(se)}" if se is not None else "")
 
 
 def _best_of_n(inp: _Inputs):
@@ -269,6 +308,9 @@ def _reward_section(doc: Document, inp: _Inputs):
     figures = [
         ("eval/accuracy", _last(recs, "eval/accuracy"), "share of held-out pairs where the "
          "reward model prefers the response the panel labelled better"),
+        ("eval/accuracy_ceiling", _last(recs, "eval/accuracy_ceiling"), "the highest "
+         "expected accuracy any model can reach on those pairs: the mean over pairs of "
+         "max(p, 1 − p), p the panel's mean chance of labelling A better"),
         ("eval/gold_accuracy", _last(recs, "eval/gold_accuracy"), "share of held-out pairs "
          "where it prefers the response the gold reward scores higher"),
         ("eval/loss", _last(recs, "eval/loss"), "Bradley–Terry loss on held-out pairs "
@@ -477,7 +519,7 @@ def _build(doc: Document, inp: _Inputs):
     doc.para("Every number below is read from the files under this run's folder or computed "
              "from them; a section whose file is missing says so.")
     run.run_section(doc, inp.root, inp.missing)
-    for section in (_probe_section, _reward_section, _panel_section, _ppo_section,
+    for section in (_claims_section, _probe_section, _reward_section, _panel_section, _ppo_section,
                     _sft_section):
         section(doc, inp)
     run.inputs_section(doc, inp.root)

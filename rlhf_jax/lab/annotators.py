@@ -303,8 +303,8 @@ def ceiling_from_agreement(agreement: float) -> float:
 
     If every label were the panel's majority choice with the same chance q, two labels
     would agree with a = q^2 + (1 - q)^2, so q = (1 + sqrt(2a - 1)) / 2 (a >= 1/2).
-    Panels whose members disagree more on some pairs than others have an exact ceiling
-    (:func:`accuracy_ceiling`) above this one.
+    Pairs differ in how clear they are, and this q is concave in a, so applied to the
+    mean agreement it overstates the exact ceiling (:func:`accuracy_ceiling`).
     """
     if not agreement == agreement:
         return float("nan")
