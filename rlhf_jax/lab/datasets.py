@@ -32,10 +32,15 @@ PREFERENCE_FEATURES = {
 }  # fmt: skip
 
 
-def fingerprint(lab_cfg) -> str:
-    """Hash of what the lab's data depends on: every field but the sampling protocol."""
+def data_fields(lab_cfg) -> dict:
+    """What the lab's data depends on: every lab field but the sampling protocol."""
     fields = {k: v for k, v in lab_cfg.to_dict().items() if k != "protocol"}
-    text = json.dumps(fields, sort_keys=True, default=str)
+    return json.loads(json.dumps(fields, default=str))
+
+
+def fingerprint(lab_cfg) -> str:
+    """Hash of :func:`data_fields`: the name of the lab data's folder."""
+    text = json.dumps(data_fields(lab_cfg), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
@@ -64,7 +69,7 @@ def build(lab_cfg, data_dir: str) -> str:
     root = lab_dir(lab_cfg, data_dir)
     if jax.process_index() == 0:
         w, prompts = world_and_prompts(lab_cfg)
-        meta = {"lab": json.loads(json.dumps(lab_cfg.to_dict(), default=str))}
+        meta = {"lab": data_fields(lab_cfg)}  # another protocol reads the same data
         train, held_out = corpus.split_corpus(corpus.pretraining_corpus(w, lab_cfg), lab_cfg)
         tfds_builders.build_records_dataset(
             "lab_corpus", root, VERSION, {"text": "text"},
