@@ -5,8 +5,9 @@
         [--config.reference=workdirs/lab/sft]
 
 ``checkpoint`` is the workdir of a pretraining, SFT or PPO run (its
-config.json says which; PPO keeps the policy under ``policy``). One response
-per held-out probe prompt is sampled at ``eval.temperature``; the probe
+config.json says which; PPO keeps the policy under ``policy``).
+``eval.samples_per_prompt`` responses (default 1) per held-out probe prompt
+are sampled at ``eval.temperature``, independently; the probe
 metrics and gold reward come from the analyser, ``proxy_reward`` from the
 reward model when given, and ``kl`` (per sequence, nats, at the sampling
 temperature) to the reference policy when given. Writes
@@ -57,6 +58,9 @@ def run(config, workdir):
     data_dir = config.data.data_dir or os.path.join(workdir, "data")
     prompts = datasets.load_prompts(config.lab, data_dir, config.split)
     protocol.check_prompts(tok, prompts, config.eval.prompt_len, f"{config.split} prompts")
+    # Several independent samples per prompt, where the world has too few prompts of a
+    # family for a rate's standard error: each metric then counts samples.
+    prompts = prompts * int(config.eval.get("samples_per_prompt", 1))
     key = runtime.seed_key(config, "eval")
     metrics, gen = evaluate.probe_eval(graphdef, params, tok, prompts, config.eval, key,
                                        mesh=mesh, prefix="", standard_errors=True)

@@ -161,7 +161,9 @@ def write(workdir: str, config, results: dict, timings: dict | None = None) -> d
     doc.heading(1, "The article's claims, measured")
     doc.para(f"Preset `{config.get('preset', 'default')}`, seeds {', '.join(map(str, seeds))}, "
              f"arms {', '.join(f'`{a}`' for a in arms)}; probe prompts per family "
-             f"{config.lab.prompts.probe_per_family}; protocol: prompts up to "
+             f"{config.lab.prompts.probe_per_family}, "
+             f"{config.eval.eval.get('samples_per_prompt', 1)} sample(s) each; protocol: "
+             "prompts up to "
              f"{config.lab.protocol.prompt_len} tokens, responses up to "
              f"{config.lab.protocol.max_new_tokens}, temperature "
              f"{config.lab.protocol.temperature}.")

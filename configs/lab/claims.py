@@ -11,7 +11,8 @@ comma-separated list of arm names (`:unbiased,length`) runs those arms; the
 table then holds the rows whose arms are all there.
 
 The phases are the quickstart's (configs/quickstart.py) with more signal, the
-same for every arm (LAB.md section 7): 64 probe prompts per family, 4
+same for every arm (LAB.md section 7): 64 probe samples per family (32
+prompts, two samples each: the world has no more benign requests), 4
 comparison pairs per training prompt (2,816 comparisons) and 120 reward-model
 steps, best-of-n to n = 64 on a spread of 128 probe prompts. Runs resume: a run stopped for any reason is finished by
 rerunning its command, and arms or seeds added later reuse what is done.
@@ -62,7 +63,10 @@ def get_config(arg=None):
     config.experiment = "claims"
     config.preset = preset
     config.seeds = (1, 2, 3)
-    config.lab.prompts.probe_per_family = 64
+    # 64 probe samples per family: the default world holds 72 benign requests, 32 of them
+    # training prompts, so 32 probe prompts per family with 2 samples each.
+    config.lab.prompts.probe_per_family = 32
+    config.eval.eval.samples_per_prompt = 2
     config.reward.data.pairs_per_prompt = 4  # 2,816 training comparisons
     config.reward.num_steps = 120  # ~2.7 passes over them, as the quickstart's 40 over 704
     config.reward.eval_every = 40

@@ -28,5 +28,8 @@ def get_config(arg=None):
     config.data = ml_collections.ConfigDict({"data_dir": ""})
     config.eval = ml_collections.ConfigDict({
         "batch_size": 64,  # budgets and temperature: lab.protocol (protocol.apply)
+        # Independent samples per probe prompt; a metric's se/ and n/ count samples
+        # (which understates the se where a prompt's samples agree).
+        "samples_per_prompt": 1,
     })
     return config
