@@ -294,14 +294,16 @@ def run(config, workdir: str) -> list[dict]:
 
 
 def load_preset(name: str):
-    """``get_config()`` of configs/bench/<name>.py, locked like experiments.run's configs."""
+    """``get_config(arg)`` of configs/bench/<name>.py (``<name>:<arg>``), locked like
+    experiments.run's configs."""
     here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "configs", "bench")
     choices = sorted(f[:-3] for f in os.listdir(here)
                      if f.endswith(".py") and not f.startswith("_"))
+    name, _, arg = name.partition(":")
     if name not in choices:
         raise ValueError(f"--preset={name!r}: no configs/bench/{name}.py; choices: {choices}")
-    config = importlib.import_module(f"configs.bench.{name}").get_config()
+    config = importlib.import_module(f"configs.bench.{name}").get_config(arg or None)
     config.lock()
     return config
 

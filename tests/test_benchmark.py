@@ -107,10 +107,15 @@ def test_time_calls_takes_the_median():
 def test_preset_loads_through_the_runner_checks():
     runner.check_command_line([f"--config={ROOT}/configs/bench/toy.py",
                                "--config.bench.runs=2"])
-    for name in ("cpu_small", "gpt2_small", "llama_1b"):
+    for name in ("cpu_small", "gpt2_small", "llama_1b", "lab", "lab:32"):
         config = benchmark.load_preset(name)
         assert config.experiment == "benchmark" and config.preset == name
         bench.parse_measurements(config.bench.measurements)
+    # lab: the lab protocol's shapes; lab:32 those of before it.
+    assert benchmark.load_preset("lab").ppo.max_new_tokens == 96
+    assert benchmark.load_preset("lab:32").ppo.max_new_tokens == 32
+    with pytest.raises(ValueError, match=r"configs/bench/lab.py:7: expected no argument or"):
+        benchmark.load_preset("lab:7")
 
 
 def _import_with_blocked(blocked):

@@ -14,8 +14,9 @@ The phases are the quickstart's (configs/quickstart.py) with more signal, the
 same for every arm (LAB.md section 7): 64 probe samples per family (32
 prompts, two samples each: the world has no more benign requests), 4
 comparison pairs per training prompt (2,816 comparisons) and 120 reward-model
-steps, best-of-n to n = 64 on a spread of 128 probe prompts. Runs resume: a run stopped for any reason is finished by
-rerunning its command, and arms or seeds added later reuse what is done.
+steps, best-of-n to n = 64 on a spread of 128 probe prompts. Runs resume: a
+run stopped for any reason is finished by rerunning its command, and arms or
+seeds added later reuse what is done.
 """
 
 import ml_collections
