@@ -89,7 +89,12 @@ def test_report_numbers_come_from_the_run_files(pipeline):
              ("base", "sft", "rlhf")]
     for metric in ("gold_reward", "format_rate", "mean_length", "proxy_reward"):
         for cell, source in zip(table[metric], evals):
-            assert cell == f"{source[metric]:.3f}", (metric, cell, source[metric])
+            want = f"{source[metric]:.3f}"
+            if source.get(f"se/{metric}") is not None:  # probe rates carry their se
+                want += f" ± {source[f'se/{metric}']:.3f}"
+            assert cell == want, (metric, cell, source[metric])
+    assert table["proxy_reward"][2] == f"{evals[2]['proxy_reward']:.3f}"  # no se: not a probe
+    assert table["gold_reward"][1].endswith(f" ± {evals[1]['se/gold_reward']:.3f}")
     reward = [r for r in read_metrics(str(root / "reward")) if "eval/accuracy" in r][-1]
     assert re.search(rf"\| eval/accuracy \| {reward['eval/accuracy']:.3f} \|", md)
 
