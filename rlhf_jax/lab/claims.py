@@ -220,11 +220,12 @@ def default_claims(arms, overopt: str = "overopt", noisy=("noisy", "noiseless"),
         Claim("a base model continues text instead of answering", "SFT", "base",
               "format_rate", +1, level("sft", "base", "format_rate")),
         Claim("SFT covers only what it was shown", "uncovered prompts", "covered prompts",
-              "SFT gold_reward", -1, within("sft", "uncovered/gold_reward",
-                                            "covered/gold_reward")),
+              "SFT gold_reward (all families: uncovered ones are pushback and risky "
+              "requests, so family difficulty enters)", -1,
+              within("sft", "uncovered/gold_reward", "covered/gold_reward")),
         Claim("SFT covers only what it was shown", "uncovered prompts", "covered prompts",
-              "SFT accuracy (fact, arithmetic)", -1, within("sft", "uncovered/accuracy",
-                                                            "covered/accuracy")),
+              "SFT accuracy (fact, arithmetic: entities not demonstrated)", -1,
+              within("sft", "uncovered/accuracy", "covered/accuracy")),
     ]
     for bias, (gaps, _) in BIASES.items():
         rows += [Claim("the reward model learns the annotators' biases", f"{bias} panel",
