@@ -6,10 +6,10 @@ Pretrains a ~0.5M-parameter base model on the synthetic world, fine-tunes it
 on contractor demonstrations, has the `human_like` annotator panel label
 pairs of SFT samples, trains a Bradley-Terry reward model on them, runs PPO
 against it, scores base, SFT and RLHF on the held-out probes and writes
-report/index.md and report/index.html. Budget: under 10 minutes on a 2-core
-CPU with nothing cached; measured 8 min 41 s in a fresh clone, install included
-(2026-12-02; 4 min 29 s on 2026-11-27, and the previous commit pretrains no
-faster on today's machine).
+report/index.md and report/index.html. Budget: 10 minutes on a 2-core CPU,
+missed since the lab's sampling protocol (prompts never cut, responses up to
+96 tokens): 15-19 minutes of phases on 2026-12-03 (7 min 24 s before it;
+BENCHMARKS.md, "The lab's cost per phase").
 `configs/quickstart.py:<preset>` picks another panel (unbiased, length,
 agreement, flattery, confidence, caution, no_verification);
 configs/lab/full.py is the larger version.
