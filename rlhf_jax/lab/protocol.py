@@ -24,6 +24,8 @@ phase config that sets one to another value.
 
 from __future__ import annotations
 
+import contextlib
+
 import ml_collections
 
 # Where each experiment keeps its sampling settings: (ConfigDict path, field, what it is).
@@ -98,16 +100,8 @@ def apply(config) -> None:
                 f"{where}={node[field]} differs from {source} ({want[what]}): every lab phase "
                 f"samples under one protocol; set --config.lab.protocol.* instead "
                 "(rlhf_jax/lab/protocol.py)")
-        with node.unlocked() if hasattr(node, "unlocked") else _nothing():
+        with node.unlocked() if hasattr(node, "unlocked") else contextlib.nullcontext():
             node[field] = want[what]
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def check(protocol, model=None) -> None:
