@@ -13,10 +13,10 @@ table then holds the rows whose arms are all there.
 The phases are the quickstart's (configs/quickstart.py) with more signal, the
 same for every arm (LAB.md section 7): 64 probe samples per family (32
 prompts, two samples each: the world has no more benign requests), 4
-comparison pairs per training prompt (2,816 comparisons) and 120 reward-model
-steps, best-of-n to n = 64 on a spread of 128 probe prompts. Runs resume: a
-run stopped for any reason is finished by rerunning its command, and arms or
-seeds added later reuse what is done.
+comparison pairs per training prompt (1,408 training comparisons, as many
+held out) and 120 reward-model steps, best-of-n to n = 64 on a spread of 128
+probe prompts. Runs resume: a run stopped for any reason is finished by
+rerunning its command, and arms or seeds added later reuse what is done.
 """
 
 import ml_collections
@@ -68,8 +68,8 @@ def get_config(arg=None):
     # training prompts, so 32 probe prompts per family with 2 samples each.
     config.lab.prompts.probe_per_family = 32
     config.eval.eval.samples_per_prompt = 2
-    config.reward.data.pairs_per_prompt = 4  # 2,816 training comparisons
-    config.reward.num_steps = 120  # ~2.7 passes over them, as the quickstart's 40 over 704
+    config.reward.data.pairs_per_prompt = 4  # 1,408 training comparisons
+    config.reward.num_steps = 120  # 120 x 32 rows: ~2.7 passes over them
     config.reward.eval_every = 40
     config.reward.checkpoint_every = 40
     config.reward.analysis.best_of_n = (1, 2, 4, 8, 16, 32, 64)
