@@ -124,7 +124,8 @@ def run(config, workdir):
           f"{config.num_members} member(s)", flush=True)
 
     trainer = reward.make_trainer(config.model, config.optim, config.num_steps, mesh, rules,
-                                  num_members=config.num_members, margin=config.margin)
+                                  num_members=config.num_members, margin=config.margin,
+                                  packed_rows=config.get("packed_rows", 0))
     score = reward.make_score_fn(trainer.graphdef)
     ckpt = checkpoint.Checkpointer(workdir, every_steps=config.checkpoint_every,
                                    keep=config.keep_checkpoints)

@@ -36,7 +36,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from rlhf_jax import losses, models, sampling, sharding
 from rlhf_jax.models.heads import ScalarModel
 from rlhf_jax.models.transformer import Transformer
-from rlhf_jax.train import optim
+from rlhf_jax.train import optim, packing
 from rlhf_jax.train.ppo_rollout import (
     Rollout,
     RolloutSettings,
@@ -83,6 +83,9 @@ def ppo_config() -> ml_collections.ConfigDict:
             "rollout_batch_size": 64,
             "num_minibatches": 1,
             "num_epochs": 4,
+            # > 0: each minibatch's sequences are packed into this many rows for the
+            # update (see train/packing.py); a minibatch that needs more is not packed.
+            "packed_rows": 0,
             "clip_eps": 0.2,
             "value_clip_eps": 0.2,
             "vf_coef": 0.1,
@@ -119,6 +122,13 @@ def check_ppo_config(cfg) -> None:
         raise ValueError(
             f"ppo.num_minibatches={cfg.num_minibatches} must divide "
             f"ppo.rollout_batch_size={cfg.rollout_batch_size}"
+        )
+    packed_rows = cfg.get("packed_rows", 0)
+    per_minibatch = cfg.rollout_batch_size // cfg.num_minibatches
+    if not isinstance(packed_rows, int) or not 0 <= packed_rows <= per_minibatch:
+        raise ValueError(
+            f"ppo.packed_rows={packed_rows!r} must be an integer from 0 (no packing) to the "
+            f"minibatch size {per_minibatch} (rollout_batch_size / num_minibatches)"
         )
     if not cfg.temperature > 0:
         raise ValueError(
@@ -241,32 +251,31 @@ class PPOTrainer:
 
 
 def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedule, cfg,
-                    vocab_limit: int = 0):
+                    vocab_limit: int = 0, rows_sharding=None):
     """Pure ``update(state, rollout) -> (state, metrics)``.
 
     The metrics are the rollout's (``ppo/reward``, ``ppo/kl``, ``ppo/kl_coef`` as
     used for this rollout's rewards, ``ppo/response_length``, ...) plus the
     update's means over all epochs and minibatches (``ppo/policy_loss``,
     ``ppo/value_loss``, ``ppo/entropy``, ``ppo/clipfrac``, ``ppo/approxkl``, ...)
-    and the first minibatch's approxkl and clipfrac, which must be 0.
+    and the first minibatch's approxkl and clipfrac, which must be 0. With
+    ``cfg.packed_rows`` > 0 each minibatch is packed (:mod:`rlhf_jax.train.packing`) and
+    ``ppo/packed_fraction`` is the share of minibatch updates that were,
+    ``ppo/packed_rows_needed`` the mean number of rows they needed.
     """
     epochs, minibatches = cfg.num_epochs, cfg.num_minibatches
     temperature = float(cfg.temperature)
+    packed_rows = int(cfg.get("packed_rows", 0))
 
-    def loss_fn(params, mb):
-        policy, value = params
-        tokens, mask, rmask = mb["tokens"], mb["mask"], mb["response_mask"]
-        response_len = rmask.shape[1]
-        logits = sampling.mask_vocab(response_window(
-            models.forward(policy_graphdef, policy, tokens, mask), response_len),
-            vocab_limit)  # [b, T, V], as the sampler drew from them
-        logp = losses.token_logprobs(logits, tokens[:, -response_len:], temperature)
+    def terms(logits, targets, values, mb):
+        """The loss from per-token logits [b, n, V], targets and values [b, n], fields of ``mb``."""
+        rmask = mb["response_mask"]
+        logits = sampling.mask_vocab(logits, vocab_limit)  # as the sampler drew from them
+        logp = losses.token_logprobs(logits, targets, temperature)
         policy_loss, pstats = losses.ppo_policy_loss(
             logp, mb["logprobs"], mb["advantages"], rmask, float(cfg.clip_eps)
         )
         entropy = losses.masked_mean(losses.entropy_from_logits(logits, temperature), rmask)
-        per_column = models.scalar_forward(value_graphdef, value, tokens, mask)
-        values = response_window(per_column, response_len)
         value_loss, vstats = losses.ppo_value_loss(
             values, mb["values"], mb["returns"], rmask, float(cfg.value_clip_eps)
         )
@@ -282,17 +291,48 @@ def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedu
         }
         return loss, stats
 
+    def padded_loss(params, mb):
+        policy, value = params
+        tokens, mask = mb["tokens"], mb["mask"]
+        width = mb["response_mask"].shape[1]
+        logits = response_window(models.forward(policy_graphdef, policy, tokens, mask), width)
+        values = response_window(models.scalar_forward(value_graphdef, value, tokens, mask),
+                                 width)
+        return terms(logits, tokens[:, -width:], values, mb)
+
+    def packed_loss(params, pk: packing.Packed):
+        policy, value = params
+        tokens, mask, seg = pk.tokens, pk.mask, pk.segment_ids
+        logits = models.forward(policy_graphdef, policy, tokens, mask, segment_ids=seg)
+        values = models.scalar_forward(value_graphdef, value, tokens, mask, segment_ids=seg)
+        return terms(logits[:, :-1], tokens[:, 1:], values[:, :-1], pk._asdict())
+
+    def gradients(params, mb):
+        if not packed_rows:
+            grads, stats = jax.grad(padded_loss, has_aux=True)(params, mb)
+            return grads, stats, {}
+        packed, layout, fits = packing.pack_ppo(mb, packed_rows)
+        if rows_sharding is not None:  # packed rows split over the devices, as the batch is
+            packed = jax.lax.with_sharding_constraint(packed, rows_sharding)
+        grads, stats = jax.lax.cond(
+            fits,
+            lambda: jax.grad(packed_loss, has_aux=True)(params, packed),
+            lambda: jax.grad(padded_loss, has_aux=True)(params, mb),
+        )
+        return grads, stats, {"packed_fraction": fits.astype(jnp.float32),
+                              "packed_rows_needed": layout.rows_needed.astype(jnp.float32)}
+
     def minibatch_step(data, carry, rows):
         policy, value, policy_opt, value_opt = carry
         mb = jax.tree.map(lambda x: jnp.take(x, rows, axis=0), data)
-        grad_fn = jax.grad(loss_fn, has_aux=True)
-        (policy_grads, value_grads), stats = grad_fn((policy, value), mb)
+        (policy_grads, value_grads), stats, pack_stats = gradients((policy, value), mb)
         updates, policy_opt = policy_tx.update(policy_grads, policy_opt, policy)
         policy = optax.apply_updates(policy, updates)
         updates, value_opt = value_tx.update(value_grads, value_opt, value)
         value = optax.apply_updates(value, updates)
         stats["policy_grad_norm"] = optax.tree.norm(policy_grads)
         stats["value_grad_norm"] = optax.tree.norm(value_grads)
+        stats.update(pack_stats)
         return (policy, value, policy_opt, value_opt), stats
 
     def update(state, rollout: Rollout):
@@ -368,6 +408,11 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
             f"ppo.rollout_batch_size={ppo_cfg.rollout_batch_size} must be divisible by the "
             f"mesh's data x fsdp size {data_parallel}"
         )
+    if ppo_cfg.get("packed_rows", 0) % data_parallel:
+        raise ValueError(
+            f"ppo.packed_rows={ppo_cfg.packed_rows} must be divisible by the mesh's data x "
+            f"fsdp size {data_parallel}"
+        )
     cfg = models.ModelConfig.from_config(model_cfg)
     value_cfg = models.ModelConfig.from_config(value_model_cfg or model_cfg)
     updates_total = int(total_iterations) * ppo_cfg.num_epochs * ppo_cfg.num_minibatches
@@ -428,7 +473,7 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
     score_fn = make_score_fn(policy_graphdef, value_graphdef, reward_fn, settings)
     update_fn = _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx,
                                 optim.make_schedule(ppo_cfg.policy_optim, updates_total),
-                                ppo_cfg, vocab_limit)
+                                ppo_cfg, vocab_limit, batch_sh)
     return PPOTrainer(
         policy_graphdef=policy_graphdef,
         value_graphdef=value_graphdef,

@@ -32,6 +32,7 @@ identity, and training, evaluation and scoring all apply it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -42,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from rlhf_jax import losses, models, sharding
 from rlhf_jax.models.heads import ScalarModel
-from rlhf_jax.train import optim
+from rlhf_jax.train import optim, packing
 
 # --- scores -----------------------------------------------------------------------------------
 
@@ -239,6 +240,7 @@ class RewardTrainer:
     margin: float
     accumulation_steps: int
     init_fn: Any
+    packed_rows: int = 0  # > 0: each microbatch's sequences packed into this many rows
     train_step: Any = None
     eval_step: Any = None
 
@@ -259,11 +261,21 @@ class RewardTrainer:
 
 def make_trainer(
     model_cfg, optim_cfg, total_steps: int, mesh, rules, num_members: int = 1,
-    margin: float = 0.0,
+    margin: float = 0.0, packed_rows: int = 0,
 ) -> RewardTrainer:
-    """Builds an ensemble of ``num_members`` reward models trained for ``total_steps`` updates."""
+    """Builds an ensemble of ``num_members`` reward models trained for ``total_steps`` updates.
+
+    ``packed_rows`` > 0 packs each microbatch's sequences into that many rows
+    for the train step (:mod:`rlhf_jax.train.packing`; the same loss up to float
+    rounding); a step whose sequences need more rows, in any member or
+    microbatch, runs unpacked. ``train/packed_fraction`` (1 or 0) and
+    ``train/packed_rows_needed`` say which.
+    """
     if not isinstance(num_members, int) or num_members < 1:
         raise ValueError(f"num_members must be an integer >= 1, got {num_members!r}")
+    if not isinstance(packed_rows, int) or packed_rows < 0:
+        raise ValueError(f"packed_rows must be an integer >= 0 (0: no packing), got "
+                         f"{packed_rows!r}")
     cfg = models.ModelConfig.from_config(model_cfg)
     accumulation = int(optim_cfg.accumulation_steps)  # microbatches inside train_step
     tx = optim.make_optimizer(optim_cfg, total_steps)
@@ -307,6 +319,7 @@ def make_trainer(
         margin=float(margin),
         accumulation_steps=accumulation,
         init_fn=jax.jit(init, out_shardings=shardings),
+        packed_rows=packed_rows,
     )
     trainer.train_step = _make_train_step(trainer)
     trainer.eval_step = _make_eval_step(trainer)
@@ -317,45 +330,82 @@ def _make_train_step(trainer: RewardTrainer):
     graphdef, tx, margin = trainer.graphdef, trainer.tx, trainer.margin
     k = trainer.accumulation_steps
 
+    rows = trainer.packed_rows
+
     def sums_of(params, gain, bias, batch):
         scores = _member_scores(graphdef, params, gain, bias, batch["tokens"], batch["mask"])
         return preference_sums(scores, batch, margin)
 
-    def grads_of(params, gain, bias, batch, total):
+    def packed_sums_of(params, gain, bias, batch):
+        lead, length = batch["tokens"].shape[:-1], batch["tokens"].shape[-1]
+        tokens, mask = (batch[name].reshape(-1, length) for name in ("tokens", "mask"))
+        seqs, layout, _ = packing.pack_sequences(tokens, mask, rows)
+        per_token = models.scalar_forward(graphdef, params, seqs.tokens, seqs.mask,
+                                          segment_ids=seqs.segment_ids)
+        raw = per_token[layout.row, packing.last_columns(layout, mask)]
+        return preference_sums((gain * raw + bias).reshape(lead), batch, margin)
+
+    def grads_of(sums_fn, params, gain, bias, batch, total):
         def f(p):
-            sums = sums_of(p, gain, bias, batch)
+            sums = sums_fn(p, gain, bias, batch)
             return sums["loss_sum"] / total, sums
 
         (_, sums), grads = jax.value_and_grad(f, has_aux=True)(params)
         return grads, sums
 
-    def member_update(params, opt_state, gain, bias, batch):
+    def microbatches(batch):
+        size = batch["tokens"].shape[0]
+        if size % k:
+            raise ValueError(f"optimizer field 'accumulation_steps' is {k}; it must divide "
+                             f"the per-member batch size {size}")
+        return jax.tree.map(lambda x: x.reshape((k, size // k) + x.shape[1:]), batch)
+
+    def member_update(sums_fn, params, opt_state, gain, bias, batch):
         """One member's whole update on its own batch [B, R, L]; vmapped over members."""
         total = jnp.maximum(_pair_count(batch), 1.0)
         if k == 1:
-            grads, sums = grads_of(params, gain, bias, batch, total)
+            grads, sums = grads_of(sums_fn, params, gain, bias, batch, total)
         else:
-            size = batch["tokens"].shape[0]
-            if size % k:
-                raise ValueError(f"optimizer field 'accumulation_steps' is {k}; it must divide "
-                                 f"the per-member batch size {size}")
-            micro = jax.tree.map(lambda x: x.reshape((k, size // k) + x.shape[1:]), batch)
-
             def body(carry, mb):
-                return jax.tree.map(jnp.add, carry, grads_of(params, gain, bias, mb, total)), None
+                out = grads_of(sums_fn, params, gain, bias, mb, total)
+                return jax.tree.map(jnp.add, carry, out), None
 
             zero_sums = {name: jnp.zeros((), jnp.float32) for name in SUM_NAMES}
             zero = (jax.tree.map(jnp.zeros_like, params), zero_sums)
-            (grads, sums), _ = jax.lax.scan(body, zero, micro)
+            (grads, sums), _ = jax.lax.scan(body, zero, microbatches(batch))
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, sums, optax.tree.norm(grads)
+
+    def rows_needed(batch):
+        """The rows each member's microbatches need packed: [K, k]."""
+        def of_member(member_batch):
+            mask = microbatches(member_batch)["mask"]  # [k, b, R, L]
+            flat = mask.reshape(k, -1, mask.shape[-1])
+            if rows > flat.shape[1]:
+                raise ValueError(f"packed_rows={rows} is more than the {flat.shape[1]} "
+                                 "sequences of a microbatch; packing cannot save anything")
+            return jax.vmap(lambda m: packing.plan(jnp.sum(m, axis=1, dtype=jnp.int32),
+                                                   m.shape[1]).rows_needed)(flat)
+        return jax.vmap(of_member)(batch)
+
+    def update_members(state, batch):
+        norm = state["norm"]
+        args = (state["params"], state["opt_state"], norm["gain"], norm["bias"], batch)
+        if not rows:
+            return jax.vmap(functools.partial(member_update, sums_of))(*args), {}
+        needed = rows_needed(batch)
+        fits = jnp.all(needed <= rows)
+        def run(sums_fn):
+            return lambda: jax.vmap(functools.partial(member_update, sums_fn))(*args)
+
+        out = jax.lax.cond(fits, run(packed_sums_of), run(sums_of))
+        return out, {"train/packed_fraction": fits.astype(jnp.float32),
+                     "train/packed_rows_needed": jnp.mean(needed.astype(jnp.float32))}
 
     def step(state, batch):
         check_batch(batch, margin, trainer.num_members)
         norm = state["norm"]
-        params, opt_state, sums, grad_norms = jax.vmap(member_update)(
-            state["params"], state["opt_state"], norm["gain"], norm["bias"], batch
-        )
+        (params, opt_state, sums, grad_norms), pack_metrics = update_members(state, batch)
         count = jnp.maximum(sums["count"], 1.0)  # [K]
         member_loss = sums["loss_sum"] / count
         metrics = {
@@ -367,6 +417,7 @@ def _make_train_step(trainer: RewardTrainer):
         }
         if trainer.num_members > 1:
             metrics["train/loss_member_std"] = member_loss.std()
+        metrics.update(pack_metrics)
         new = {"params": params, "opt_state": opt_state, "step": state["step"] + 1, "norm": norm}
         return new, metrics
 
