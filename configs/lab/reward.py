@@ -38,6 +38,9 @@ def get_config(arg=None):
     config.margin = 0.0
     config.num_steps = 150
     config.batch_size = 32
+    # Each step's 64 sequences (prompt and response, about 95 of 224 tokens) fill about 26
+    # rows when packed (rlhf_jax/train/packing.py); 32 leaves room for longer answers.
+    config.packed_rows = 32
     config.log_every = 10
     config.eval_every = 50
     config.checkpoint_every = 50
