@@ -48,12 +48,23 @@ from rlhf_jax.train import optim, packing
 # --- scores -----------------------------------------------------------------------------------
 
 
-def _member_scores(graphdef, params, gain, bias, tokens, mask) -> jax.Array:
-    """One member's normalised rewards: tokens/mask [..., L] -> [...]."""
+def _member_scores(graphdef, params, gain, bias, tokens, mask, packed_rows=0) -> jax.Array:
+    """One member's normalised rewards: tokens/mask [..., L] -> [...].
+
+    ``packed_rows`` > 0 scores the sequences packed into that many rows, which
+    the caller has checked they fit (:mod:`rlhf_jax.train.packing`).
+    """
     lead, length = tokens.shape[:-1], tokens.shape[-1]
     flat_tokens, flat_mask = tokens.reshape(-1, length), mask.reshape(-1, length)
-    per_token = models.scalar_forward(graphdef, params, flat_tokens, flat_mask)  # [N, L]
-    return (gain * models.gather_last(per_token, flat_mask) + bias).reshape(lead)
+    if packed_rows:
+        seqs, layout, _ = packing.pack_sequences(flat_tokens, flat_mask, packed_rows)
+        per_token = models.scalar_forward(graphdef, params, seqs.tokens, seqs.mask,
+                                          segment_ids=seqs.segment_ids)
+        raw = per_token[layout.row, packing.last_columns(layout, flat_mask)]
+    else:
+        per_token = models.scalar_forward(graphdef, params, flat_tokens, flat_mask)  # [N, L]
+        raw = models.gather_last(per_token, flat_mask)
+    return (gain * raw + bias).reshape(lead)
 
 
 def raw_scores(graphdef, params, tokens, mask) -> jax.Array:
@@ -329,25 +340,16 @@ def make_trainer(
 def _make_train_step(trainer: RewardTrainer):
     graphdef, tx, margin = trainer.graphdef, trainer.tx, trainer.margin
     k = trainer.accumulation_steps
-
     rows = trainer.packed_rows
 
-    def sums_of(params, gain, bias, batch):
-        scores = _member_scores(graphdef, params, gain, bias, batch["tokens"], batch["mask"])
+    def sums_of(params, gain, bias, batch, packed=False):
+        scores = _member_scores(graphdef, params, gain, bias, batch["tokens"], batch["mask"],
+                                rows if packed else 0)
         return preference_sums(scores, batch, margin)
 
-    def packed_sums_of(params, gain, bias, batch):
-        lead, length = batch["tokens"].shape[:-1], batch["tokens"].shape[-1]
-        tokens, mask = (batch[name].reshape(-1, length) for name in ("tokens", "mask"))
-        seqs, layout, _ = packing.pack_sequences(tokens, mask, rows)
-        per_token = models.scalar_forward(graphdef, params, seqs.tokens, seqs.mask,
-                                          segment_ids=seqs.segment_ids)
-        raw = per_token[layout.row, packing.last_columns(layout, mask)]
-        return preference_sums((gain * raw + bias).reshape(lead), batch, margin)
-
-    def grads_of(sums_fn, params, gain, bias, batch, total):
+    def grads_of(packed, params, gain, bias, batch, total):
         def f(p):
-            sums = sums_fn(p, gain, bias, batch)
+            sums = sums_of(p, gain, bias, batch, packed)
             return sums["loss_sum"] / total, sums
 
         (_, sums), grads = jax.value_and_grad(f, has_aux=True)(params)
@@ -360,14 +362,14 @@ def _make_train_step(trainer: RewardTrainer):
                              f"the per-member batch size {size}")
         return jax.tree.map(lambda x: x.reshape((k, size // k) + x.shape[1:]), batch)
 
-    def member_update(sums_fn, params, opt_state, gain, bias, batch):
+    def member_update(packed, params, opt_state, gain, bias, batch):
         """One member's whole update on its own batch [B, R, L]; vmapped over members."""
         total = jnp.maximum(_pair_count(batch), 1.0)
         if k == 1:
-            grads, sums = grads_of(sums_fn, params, gain, bias, batch, total)
+            grads, sums = grads_of(packed, params, gain, bias, batch, total)
         else:
             def body(carry, mb):
-                out = grads_of(sums_fn, params, gain, bias, mb, total)
+                out = grads_of(packed, params, gain, bias, mb, total)
                 return jax.tree.map(jnp.add, carry, out), None
 
             zero_sums = {name: jnp.zeros((), jnp.float32) for name in SUM_NAMES}
@@ -391,14 +393,14 @@ def _make_train_step(trainer: RewardTrainer):
     def update_members(state, batch):
         norm = state["norm"]
         args = (state["params"], state["opt_state"], norm["gain"], norm["bias"], batch)
+        def run(packed):  # the packed flag is static, so the member vmap sits inside the cond
+            return lambda: jax.vmap(functools.partial(member_update, packed))(*args)
+
         if not rows:
-            return jax.vmap(functools.partial(member_update, sums_of))(*args), {}
+            return run(False)(), {}
         needed = rows_needed(batch)
         fits = jnp.all(needed <= rows)
-        def run(sums_fn):
-            return lambda: jax.vmap(functools.partial(member_update, sums_fn))(*args)
-
-        out = jax.lax.cond(fits, run(packed_sums_of), run(sums_of))
+        out = jax.lax.cond(fits, run(True), run(False))
         return out, {"train/packed_fraction": fits.astype(jnp.float32),
                      "train/packed_rows_needed": jnp.mean(needed.astype(jnp.float32))}
 
