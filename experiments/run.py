@@ -163,6 +163,7 @@ def main(argv):
         # native code prints each one's echo through sys.excepthook. The run reports the
         # error once, in one line; the main thread never reaches this hook (cli catches).
         sys.excepthook = lambda *exc: None
+        sys.unraisablehook = errors.quiet_unraisable  # the same writers' closed event loop
 
     if not _WORKDIR.value:
         raise UsageError("missing --workdir=<dir> (where checkpoints and metrics go)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 import traceback
 
 TRACEBACK_ENV = "RLHF_JAX_TRACEBACK"
@@ -79,3 +80,21 @@ def one_line(exc: BaseException, workdir: str | None = None) -> str:
 
 def want_traceback() -> bool:
     return os.environ.get(TRACEBACK_ENV, "") not in ("", "0")
+
+
+def _closed_loop(exc: BaseException | None) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed"
+
+
+def quiet_unraisable(unraisable) -> None:
+    """A ``sys.unraisablehook`` that drops what a failed save's writer threads leave behind.
+
+    When an Orbax save fails (a full disk), the event loop that awaited its TensorStore
+    writes closes while other writes are still in flight; each one that completes later
+    reports "Event loop is closed" through ``PyErr_WriteUnraisable``, a bare traceback
+    per write, printed before the run's one-line error. Everything else goes to Python's
+    own hook.
+    """
+    if _closed_loop(unraisable.exc_value):
+        return
+    sys.__unraisablehook__(unraisable)

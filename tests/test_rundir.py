@@ -3,6 +3,7 @@
 import errno
 import json
 import os
+import sys
 
 import jax.numpy as jnp
 import ml_collections
@@ -150,3 +151,22 @@ def test_one_line_errors():
     assert errors.one_line(KeyError("tensor x is missing")) == "tensor x is missing"
     assert errors.one_line(ValueError("x" * 1000)).endswith("...")
     assert len(errors.one_line(ValueError("x" * 1000))) == errors.MAX_CHARS
+
+
+def test_writer_threads_closed_loop_is_dropped_and_other_unraisables_are_kept(capsys,
+                                                                            monkeypatch):
+    def unraisable(message):
+        class Raises:
+            def __del__(self):
+                raise RuntimeError(message)
+
+        seen = []
+        monkeypatch.setattr(sys, "unraisablehook", seen.append)
+        Raises()  # collected at once: Python hands its error to the hook
+        monkeypatch.undo()
+        return seen[0]
+
+    errors.quiet_unraisable(unraisable("Event loop is closed"))
+    assert capsys.readouterr().err == ""
+    errors.quiet_unraisable(unraisable("a real problem"))
+    assert "RuntimeError: a real problem" in capsys.readouterr().err
