@@ -6,10 +6,9 @@ Pretrains a ~0.5M-parameter base model on the synthetic world, fine-tunes it
 on contractor demonstrations, has the `human_like` annotator panel label
 pairs of SFT samples, trains a Bradley-Terry reward model on them, runs PPO
 against it, scores base, SFT and RLHF on the held-out probes and writes
-report/index.md and report/index.html. Budget: 10 minutes on a 2-core CPU,
-missed since the lab's sampling protocol (prompts never cut, responses up to
-96 tokens): 15-19 minutes of phases on 2026-12-03 (7 min 24 s before it;
-BENCHMARKS.md, "The lab's cost per phase").
+report/index.md and report/index.html. Budget: 10 minutes on a 2-core CPU;
+7.4 minutes of phases on 2026-12-03 under the lab's sampling protocol with
+packed rows (BENCHMARKS.md, "The lab's cost per phase" and "Packed rows").
 `configs/quickstart.py:<preset>` picks another panel (unbiased, length,
 agreement, flattery, confidence, caution, no_verification);
 configs/lab/full.py is the larger version.
