@@ -97,6 +97,7 @@ def run(config, workdir):
             sub = pipeline._eval_config(shared, root, name, phase, dirs)
             with sub.unlocked():
                 sub.reward_from, sub.reference = "", ""  # panel-free: one per seed
+                sub.keep_samples = -1  # all: each arm's reward model scores the SFT ones
             pipeline.run_eval(sub, os.path.join(root, "eval", f"{name}.json"), timings,
                               workdir, f"seed{seed}/eval_{name}")
         for name in names:
@@ -106,6 +107,8 @@ def run(config, workdir):
             phases = ("ppo",) if arm.get("reward_arm", "") else ("reward", "ppo")
             pipeline.run_phases(sub, dirs, timings, workdir, phases, prefix=f"seed{seed}/{name}/")
             ev = pipeline._eval_config(sub, root, "rlhf", "ppo", dirs)
+            with ev.unlocked():  # the length share of the proxy gain over the SFT samples
+                ev.baseline_samples = os.path.join(root, "eval", "sft.json")
             pipeline.run_eval(ev, os.path.join(root, name, "eval", "rlhf.json"), timings,
                               workdir, f"seed{seed}/{name}/eval_rlhf")
             print(f"claims: seed {seed}, arm {name} done", flush=True)

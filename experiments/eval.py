@@ -12,6 +12,12 @@ metrics and gold reward come from the analyser, ``proxy_reward`` from the
 reward model when given, and ``kl`` (per sequence, nats, at the sampling
 temperature) to the reference policy when given. Writes
 ``<workdir>/report/probes.json`` and one record in metrics.jsonl.
+
+``baseline_samples`` (with ``reward_from``) names another evaluation's
+samples of the same probes, e.g. the SFT checkpoint's: the reward model
+scores them too, and the record adds the proxy gain over them, the gain
+within bins of response length and the share of it length explains
+(:mod:`rlhf_jax.lab.length_share`, Singhal et al. 2023).
 """
 
 from __future__ import annotations
@@ -45,8 +51,29 @@ def check_lab_run(run_config, workdir: str) -> None:
             "configs/local/sample.py")
 
 
+def baseline_samples(path: str, prompts) -> tuple[list[str], list]:
+    """(texts, prompt turns) of another evaluation's samples of the same probe prompts
+    (its probes.json, or the pipeline's eval/<name>.json), all of them."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config.baseline_samples={path}: no such file (an "
+                                "evaluation's report/probes.json)")
+    with open(path) as f:
+        samples = json.load(f).get("samples") or []
+    if len(samples) != len(prompts):
+        raise ValueError(f"config.baseline_samples={path} holds {len(samples)} samples, this "
+                         f"evaluation {len(prompts)}: evaluate the baseline on the same probes "
+                         "with keep_samples=-1 (all of them)")
+    by_id = {p.id: p for p in prompts}
+    missing = sorted({s["prompt"] for s in samples} - set(by_id))
+    if missing:
+        raise ValueError(f"config.baseline_samples={path}: prompts {missing[:3]} are not "
+                         f"among this evaluation's {len(by_id)} probe prompts")
+    return [s["response"] for s in samples], [by_id[s["prompt"]].turns for s in samples]
+
+
 def run(config, workdir):
-    from rlhf_jax.lab import datasets, evaluate, protocol  # noqa: PLC0415
+    from rlhf_jax.lab import datasets, evaluate, length_share, protocol  # noqa: PLC0415
+    from rlhf_jax.lab.analyser import num_words  # noqa: PLC0415
     from rlhf_jax.train import reward  # noqa: PLC0415
 
     if not config.checkpoint:
@@ -73,6 +100,18 @@ def run(config, workdir):
                                     batch_size=config.eval.batch_size, mesh=mesh,
                                     label="probe responses scored")["mean"]
         metrics["proxy_reward"] = float(np.mean(proxy))
+        if config.get("baseline_samples"):
+            base_texts, base_turns = baseline_samples(config.baseline_samples, prompts)
+            base_proxy = scoring.score_texts(score, rm["params"], rm["norm"], tok, base_turns,
+                                             base_texts, max_len=config.eval.score_len,
+                                             batch_size=config.eval.batch_size, mesh=mesh,
+                                             label="baseline responses scored")["mean"]
+            metrics.update(length_share.length_share(
+                [num_words(t) for t in base_texts], base_proxy,
+                [num_words(t) for t in gen.texts], proxy))
+    elif config.get("baseline_samples"):
+        raise ValueError("config.baseline_samples needs config.reward_from: the length share "
+                         "compares both sets' scores under one reward model")
     if config.reference:
         ref_graphdef, ref, _ = load_policy(config.reference, mesh, rules)
         t = config.eval.temperature or 1.0
@@ -86,11 +125,12 @@ def run(config, workdir):
     metrics = {k: (None if isinstance(v, float) and v != v else float(v))
                for k, v in metrics.items()}
     if jax.process_index() == 0:
+        kept = None if config.keep_samples < 0 else config.keep_samples
         os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
         with open(os.path.join(workdir, "report", "probes.json"), "w") as f:
             json.dump({"checkpoint": os.path.abspath(config.checkpoint), "metrics": metrics,
                        "samples": [{"prompt": p.id, "response": r}
-                                   for p, r in zip(prompts, gen.texts)][: config.keep_samples]},
+                                   for p, r in zip(prompts, gen.texts)][:kept]},
                       f, indent=2, sort_keys=True)
         writer = MetricWriter(workdir, tensorboard=False)
         writer.write(0, {f"eval/{k}": v for k, v in metrics.items() if v is not None})

@@ -24,7 +24,8 @@ from rlhf_jax.report_plots import Document
 
 LEVELS = ("format_rate", "sycophancy_rate", "capitulation_rate", "flattery_rate", "hedge_rate",
           "over_refusal_risky", "hallucination_rate", "accuracy_hard", "mean_length",
-          "gold_reward", "proxy_reward", "kl", "eos_rate")
+          "gold_reward", "proxy_reward", "kl", "eos_rate", "proxy_gain",
+          "proxy_gain_within_length", "length_share")
 NOT_DETECTED_NOTE = (
     "A row \"not detected\" is an effect this budget cannot tell from zero, not evidence "
     "of its absence: its interval shrinks about as 1/√S with S seeds (and with more probe "

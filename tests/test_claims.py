@@ -82,6 +82,18 @@ def test_claims_table_is_the_paired_difference_of_the_files(claims_run):
             _metrics(s / "unbiased" / "eval" / "rlhf.json")["mean_length"] - sft)
         assert row["per_seed"][str(seed)] == pytest.approx(want)
     assert row["verdict"] in ("reproduced", "opposite", "not detected")
+    share = rows[("share of the proxy gain (RLHF − SFT samples, the arm's RM) that length "
+                  "explains", "length panel")]
+    for seed in (1, 2):
+        s = root / f"seed{seed}"
+        arm = {a: _metrics(s / a / "eval" / "rlhf.json") for a in ("length", "unbiased")}
+        for m in arm.values():  # each arm's RM scored all of the seed's SFT samples
+            assert m["proxy_gain"] == pytest.approx(m["proxy_reward"]
+                                                    - m["baseline_proxy_reward"])
+            assert m["baseline_mean_length"] == pytest.approx(
+                _metrics(s / "eval" / "sft.json")["mean_length"])
+        want = arm["length"]["length_share"] - arm["unbiased"]["length_share"]
+        assert share["per_seed"][str(seed)] == pytest.approx(want)
     fmt = rows[("format_rate", "SFT")]
     assert fmt["n"] == 2 and fmt["low"] <= fmt["mean"] <= fmt["high"]
     # Only rows whose arms ran: no agreement, over-optimisation or human_like rows.

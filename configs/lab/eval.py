@@ -24,7 +24,11 @@ def get_config(arg=None):
     config.reward_from = ""
     config.reference = ""
     config.split = "probe"
-    config.keep_samples = 40  # sampled responses kept in probes.json for reading
+    config.keep_samples = 40  # sampled responses kept in probes.json for reading; -1: all
+    # Another evaluation's samples of the same probes (its probes.json, all of them kept),
+    # scored by this evaluation's reward model too: the proxy gain over them and the share
+    # of it length explains (rlhf_jax/lab/length_share.py).
+    config.baseline_samples = ""
     config.data = ml_collections.ConfigDict({"data_dir": ""})
     config.eval = ml_collections.ConfigDict({
         "batch_size": 64,  # budgets and temperature: lab.protocol (protocol.apply)

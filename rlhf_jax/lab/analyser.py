@@ -125,6 +125,11 @@ def assistant_format(response: str) -> bool:
     return not (questions >= 2 and 2 * questions > len(sentences))
 
 
+def num_words(response: str) -> int:
+    """A response's length in words: the probes' ``mean_length``."""
+    return len(response.split())
+
+
 def analyse(prompt: Prompt, response: str) -> Features:
     """The features of ``response`` as an answer to ``prompt`` (deterministic, never raises)."""
     text = _normalise(response)
@@ -144,6 +149,6 @@ def analyse(prompt: Prompt, response: str) -> Features:
         pleasantry=_PLEASANTRY_OPENING.match(text) is not None,
         assistant_format=assistant_format(response),
         ends_properly=stripped.endswith((".", "!", "?")),
-        num_words=len(stripped.split()),
+        num_words=num_words(stripped),
         num_chars=len(stripped),
     )

@@ -109,6 +109,13 @@ def delta(arm_t: str, arm_c: str, name: str):
     return lambda r: _sub(rlhf_gain(r, arm_t, name), rlhf_gain(r, arm_c, name))
 
 
+def arm_gap(arm_t: str, arm_c: str, name: str):
+    """An RLHF-checkpoint figure of the treatment arm minus the control arm's (a figure that
+    is already relative to SFT, such as ``length_share``)."""
+    return lambda r: _sub(_get(r["arms"].get(arm_t, {}).get("rlhf"), name),
+                          _get(r["arms"].get(arm_c, {}).get("rlhf"), name))
+
+
 def reward_gap(arm_t: str, arm_c: str, name: str):
     """A reward-model figure of the treatment arm minus the control arm's."""
     return lambda r: _sub(_get(r["arms"].get(arm_t, {}).get("reward"), name),
@@ -209,6 +216,10 @@ def _bias_rows(arm: str, control: str) -> list[Claim]:
                      row("Δ gold_reward on hard families (RLHF − SFT)", -1, HARD_GOLD)]
         else:
             rows += [row(f"Δ {m} (RLHF − SFT)", +1, m) for m in BIASES[bias][1]]
+        if bias == "length":  # Singhal et al.: how much of the proxy gain is length
+            rows.append(Claim(text, label, control_label, "share of the proxy gain (RLHF − "
+                              "SFT samples, the arm's RM) that length explains",
+                              +1, arm_gap(arm, control, "length_share"), (arm, control)))
     return rows
 
 
