@@ -92,7 +92,13 @@ def _records(columns, order: str) -> list[jsonl.PreferenceRecord]:
 
 
 def _pair_eval(score, state, tok, records, config, mesh, label) -> dict:
-    """BT loss and accuracy of the ensemble mean (and of members) on pairs."""
+    """BT loss and accuracy of the ensemble mean (and of members) on pairs.
+
+    A tie (equal scores: in the lab, a pair of two identical samples, one in eight of
+    the quickstart SFT policy's pairs) counts as half right, as a coin flip would: the
+    accuracy ceiling it is read against counts such pairs at 1/2. (TRL's reward trainer
+    and ``train/accuracy`` count a tie as wrong.) ``tied`` is their share.
+    """
     turns = [r.turns for r in records] * 2
     texts = [r.chosen for r in records] + [r.rejected for r in records]
     s = scoring.score_texts(score, state["params"], state["norm"], tok, turns, texts,
@@ -102,8 +108,9 @@ def _pair_eval(score, state, tok, records, config, mesh, label) -> dict:
     gap = s["mean"][:n] - s["mean"][n:]
     member_gap = s["members"][:, :n] - s["members"][:, n:]
     return {"loss": float(np.mean(np.logaddexp(0.0, -gap))),
-            "accuracy": float(np.mean(gap > 0)),
-            "member_accuracy": float(np.mean(member_gap > 0))}
+            "accuracy": float(np.mean(gap > 0) + 0.5 * np.mean(gap == 0)),
+            "member_accuracy": float(np.mean(member_gap > 0) + 0.5 * np.mean(member_gap == 0)),
+            "tied": float(np.mean(gap == 0))}
 
 
 def run(config, workdir):
@@ -120,8 +127,10 @@ def run(config, workdir):
         gold_pairs = []
     rows = batching.preference_batch(tok, train, config.data.seq_len,
                                      label="training comparisons")
-    print(f"reward: {len(train)} training comparisons, {len(held_out)} held out, "
-          f"{config.num_members} member(s)", flush=True)
+    same = lambda recs: sum(r.chosen == r.rejected for r in recs)  # noqa: E731
+    print(f"reward: {len(train)} training comparisons ({same(train)} of two identical "
+          f"responses, which carry no signal), {len(held_out)} held out ({same(held_out)} "
+          f"identical), {config.num_members} member(s)", flush=True)
 
     trainer = reward.make_trainer(config.model, config.optim, config.num_steps, mesh, rules,
                                   num_members=config.num_members, margin=config.margin,
