@@ -3,7 +3,8 @@
 ``config.init_from`` is the SFT workdir (policy init and frozen reference),
 ``config.reward_from`` the reward workdir (frozen reward model or ensemble,
 with its normaliser; the value model starts from it, or from SFT with
-``config.value_from="sft"``). Prompts are the lab's training prompts
+``config.value_from="sft"``; RLOO and GRPO, ``ppo.advantage``, have none).
+Prompts are the lab's training prompts
 (``config.data.source="lab"``) or a JSONL file of ``{"prompt"}`` /
 ``{"messages"}`` records (``"jsonl"``, ``config.data.prompts_file``).
 
@@ -91,6 +92,8 @@ def run(config, workdir):
                            vocab_limit=tok.vocab_size)
 
     def init():
+        if trainer.value_graphdef is None:  # RLOO, GRPO: no value model
+            return trainer.init_state(sft, None, runtime.seed_key(config, "ppo"))
         if config.value_from == "reward":
             value = ppo.value_params_from_reward(rm["params"])
         elif config.value_from == "sft":
@@ -114,12 +117,16 @@ def run(config, workdir):
     ids = [tok.chat.prompt_ids(turns) for turns in train_texts]
     ledger.record_prompts("training prompts", (len(p) for p in ids), plen)
     prompts = batching.left_pad_prompts(ids, plen, tok.pad_id, truncate=True)
-    iterator = BatchIterator(len(train_texts), config.ppo.rollout_batch_size, config.seed,
+    group = trainer.settings.group_size  # each prompt of a rollout is sampled `group` times
+    iterator = BatchIterator(len(train_texts), config.ppo.rollout_batch_size // group, config.seed,
                              process_index=jax.process_index(),
                              process_count=jax.process_count())
     if "data" in meta:
         iterator.set_state(meta["data"])
-    if source == "fresh":
+    if source == "fresh" and trainer.value_graphdef is None:
+        source = (f"policy from {config.init_from}, no value model "
+                  f"({trainer.settings.advantage}, {group} samples per prompt),")
+    elif source == "fresh":
         source = (f"policy from {config.init_from}, value model from "
                   f"{config.reward_from if config.value_from == 'reward' else config.init_from},")
     print(f"ppo: {source} at iteration {start} of {config.num_steps}; "
@@ -130,7 +137,7 @@ def run(config, workdir):
         trim_records(os.path.join(workdir, SAMPLES_FILE), resume_step)
 
     def step_fn(state, step):
-        idx = next(iterator)
+        idx = np.repeat(next(iterator), group)  # a group's samples in consecutive rows
         batch = runtime.global_batch(mesh, {"tokens": prompts["prompt_tokens"][idx],
                                             "mask": prompts["prompt_mask"][idx]})
         state, metrics, _ = trainer.iteration(state, sft, rm, batch)

@@ -1,4 +1,4 @@
-"""RL and language-model math in one place: masked statistics, log-probs, KL, GAE, PPO, BT.
+"""RL and language-model math in one place: statistics, log-probs, KL, advantages, PPO, BT, DPO.
 
 Every function is a pure ``jnp`` function that can be jitted, vmapped and
 differentiated. Shapes: ``B`` batch, ``L``/``T`` time, ``V`` vocabulary, ``K``
@@ -166,6 +166,41 @@ def gae(rewards, values, mask, gamma, lam):
     return advantages, (advantages + values) * mask
 
 
+ADVANTAGES = ("gae", "rloo", "grpo")
+
+
+def _groups(returns, group_size: int):
+    """Returns [B] as [B / k, k]: batch row ``i`` is sample ``i % k`` of prompt ``i // k``."""
+    returns = jnp.asarray(returns, jnp.float32)
+    if group_size < 2 or returns.shape[0] % group_size:
+        raise ValueError(f"group_size={group_size} must be at least 2 and divide the batch "
+                         f"of {returns.shape[0]} sequences")
+    return returns.reshape(-1, group_size)
+
+
+def rloo_advantages(returns, group_size: int):
+    """REINFORCE leave-one-out: each sequence's return minus the mean of the other k - 1.
+
+    ``returns`` [B] holds k consecutive samples per prompt (Ahmadian et al. 2024).
+    Equals ``k / (k - 1) * (R_i - mean R)``, so a group's advantages sum to 0.
+    """
+    g = _groups(returns, group_size)
+    others = (jnp.sum(g, axis=1, keepdims=True) - g) / (group_size - 1)
+    return (g - others).reshape(-1)
+
+
+def grpo_advantages(returns, group_size: int, eps: float = 1e-4):
+    """Group-normalised advantages ``(R_i - mean R) / (std R + eps)`` per prompt (Shao et al.).
+
+    The standard deviation is the sample one (divisor k - 1). A group whose
+    returns are all equal gets advantages 0: it carries no signal.
+    """
+    g = _groups(returns, group_size)
+    centred = g - jnp.mean(g, axis=1, keepdims=True)
+    std = jnp.sqrt(jnp.sum(jnp.square(centred), axis=1, keepdims=True) / (group_size - 1))
+    return (centred / (std + eps)).reshape(-1)
+
+
 # --- PPO losses -----------------------------------------------------------------------------
 
 
@@ -278,3 +313,36 @@ def bradley_terry_all_pairs(scores, ranks, mask):
     loss_sum = masked_sum(-jax.nn.log_sigmoid(diff), pairs)
     correct = jnp.sum(pairs & (diff > 0))
     return loss_sum, jnp.sum(pairs), correct
+
+
+# --- direct preference optimisation ---------------------------------------------------------
+
+DPO_KINDS = ("sigmoid", "ipo")
+
+
+def dpo_loss(chosen_logp, rejected_logp, ref_chosen_logp, ref_rejected_logp, beta,
+             kind="sigmoid", label_smoothing=0.0):
+    """Per-pair DPO losses [B] and their implicit rewards, from summed sequence log-probs [B].
+
+    h = (log pi(y_w) - log pi_ref(y_w)) - (log pi(y_l) - log pi_ref(y_l)).
+    ``sigmoid`` (Rafailov et al. 2023): -log sigmoid(beta h); with
+    ``label_smoothing`` eps (the label is flipped with probability eps, conservative
+    DPO) -(1 - eps) log sigmoid(beta h) - eps log sigmoid(-beta h).
+    ``ipo`` (Azar et al. 2023): (h - 1 / (2 beta))^2. Returns ``(losses [B],
+    {"chosen_reward", "rejected_reward", "margin", "accuracy"})``, the rewards
+    ``beta * (log pi - log pi_ref)`` per pair; accuracy counts ties as wrong.
+    """
+    if kind not in DPO_KINDS:
+        raise ValueError(f"dpo kind={kind!r} is unknown; expected one of {list(DPO_KINDS)}")
+    f32 = lambda x: jnp.asarray(x, jnp.float32)  # noqa: E731
+    chosen = f32(chosen_logp) - f32(ref_chosen_logp)
+    rejected = f32(rejected_logp) - f32(ref_rejected_logp)
+    h = chosen - rejected
+    if kind == "ipo":
+        losses = jnp.square(h - 1.0 / (2.0 * beta))
+    else:
+        losses = (-(1.0 - label_smoothing) * jax.nn.log_sigmoid(beta * h)
+                  - label_smoothing * jax.nn.log_sigmoid(-beta * h))
+    stats = {"chosen_reward": beta * chosen, "rejected_reward": beta * rejected,
+             "margin": beta * h, "accuracy": (h > 0).astype(jnp.float32)}
+    return losses, stats

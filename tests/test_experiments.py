@@ -216,3 +216,43 @@ def test_ppo_needs_both_workdirs(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "PPO needs config.init_from (an SFT workdir) and config.reward_from" in out.stderr
+
+
+GRPO = ["--config.ppo.advantage=grpo", "--config.ppo.group_size=4", "--config.ppo.kl_in_loss=True",
+        "--config.ppo.kl_estimator=k3"]
+
+
+def test_grpo_has_no_value_model_and_resumes_bitwise_after_sigkill(dirs, sft_dir, reward_dir):
+    root, data = dirs
+
+    def cmd(workdir):
+        return _ppo_cmd(workdir, dirs, sft_dir, reward_dir) + GRPO
+
+    ref = str(root / "grpo")
+    out = subprocess.run(cmd(ref), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "no value model (grpo, 4 samples per prompt)" in out.stdout
+    per_iteration = [r for r in read_metrics(ref) if "ppo/kl_coef" in r]
+    assert [r["step"] for r in per_iteration] == list(range(1, 7))
+    last = per_iteration[-1]
+    for name in ("ppo/group_return_std", "ppo/flat_group_fraction", "ppo/kl_loss",
+                 "ppo/policy_loss"):
+        assert name in last, name
+    assert "ppo/value_loss" not in last and "ppo/explained_variance" not in last
+    assert last["ppo/non_score_reward"] == 0.0  # the KL is in the loss, not the reward
+    evals = [r for r in read_metrics(ref) if "eval/gold_reward" in r]
+    assert [r["step"] for r in evals] == [0, 3, 6]
+    assert evals[0]["eval/kl"] == pytest.approx(0.0, abs=1e-4)
+    assert not os.path.exists(os.path.join(ref, "checkpoints", "6", "value"))
+
+    killed = str(root / "grpo_killed")
+    _kill_once_checkpointed(cmd(killed), killed, step=2)
+    out = subprocess.run(cmd(killed), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "resumed" in out.stdout, out.stderr[-3000:]
+    import orbax.checkpoint as ocp
+
+    for item in ("policy", "policy_opt", "kl_coef", "rng"):
+        a = ocp.StandardCheckpointer().restore(os.path.join(ref, "checkpoints", "6", item))
+        b = ocp.StandardCheckpointer().restore(os.path.join(killed, "checkpoints", "6", item))
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert checkpoint.read_meta(ref) == checkpoint.read_meta(killed)

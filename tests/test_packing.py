@@ -55,7 +55,7 @@ def minibatch(rng, batch=12):
     tokens = np.where(mask > 0, rng.integers(2, 16, (batch, P + T)), PAD).astype(np.int32)
     rmask = mask[:, P:].astype(np.float32)
     mb = {"tokens": tokens, "mask": mask, "response_mask": rmask}
-    for name in ("logprobs", "values", "advantages", "returns"):
+    for name in ("logprobs", "values", "advantages", "returns", "ref_logprobs"):
         mb[name] = (rng.normal(size=(batch, T)) * rmask).astype(np.float32)
     return mb
 
@@ -76,7 +76,8 @@ def test_pack_moves_each_token_and_its_fields_like_a_python_loop():
         want["segment_ids"][r, span] = i + 1
         for t in np.flatnonzero(mb["response_mask"][i]):
             col = at + list(real).index(P + t) - 1  # the column that predicts token P + t
-            for name in ("response_mask", "logprobs", "values", "advantages", "returns"):
+            for name in ("response_mask", "logprobs", "values", "advantages", "returns",
+                         "ref_logprobs"):
                 want[name][r, col] = mb[name][i, t]
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)

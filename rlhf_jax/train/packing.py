@@ -102,6 +102,7 @@ class Packed(NamedTuple):
     values: jax.Array
     advantages: jax.Array
     returns: jax.Array
+    ref_logprobs: jax.Array | None = None  # packed when the minibatch has them (KL in the loss)
 
 
 def pack_ppo(mb: dict, rows: int) -> tuple[Packed, Plan, jax.Array]:
@@ -122,5 +123,6 @@ def pack_ppo(mb: dict, rows: int) -> tuple[Packed, Plan, jax.Array]:
     target = jnp.where(rmask > 0, cols[:, -response_len:] - 1, width)
     fields = {name: _put(jnp.where(rmask > 0, mb[name], 0).astype(jnp.float32), layout.row,
                          target, (rows, width - 1))
-              for name in ("response_mask", "logprobs", "values", "advantages", "returns")}
+              for name in ("response_mask", "logprobs", "values", "advantages", "returns",
+                           "ref_logprobs") if name in mb}
     return Packed(*seqs, **fields), layout, fits

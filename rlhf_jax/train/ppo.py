@@ -1,4 +1,4 @@
-"""PPO for language models: the config, the state, and two jitted steps per iteration.
+"""PPO for language models (and RLOO, GRPO): the state and two jitted steps per iteration.
 
 An iteration is :meth:`PPOTrainer.rollout` (sample, score, advantages; see
 :mod:`rlhf_jax.train.ppo_rollout`) followed by :meth:`PPOTrainer.update`
@@ -18,7 +18,9 @@ ensemble mean).
 
 The state is a dict pytree, all of it checkpointable: ``policy``, ``value``,
 ``policy_opt``, ``value_opt``, ``kl_coef`` (float32), ``step`` (int32, the
-iteration) and ``rng`` (raw uint32 key data).
+iteration) and ``rng`` (raw uint32 key data). With ``ppo.advantage`` "rloo" or
+"grpo" (:mod:`rlhf_jax.train.ppo_config`) there is no value model: the state has
+no ``value`` or ``value_opt``, and three models take part.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
@@ -37,6 +38,7 @@ from rlhf_jax import losses, models, sampling, sharding
 from rlhf_jax.models.heads import ScalarModel
 from rlhf_jax.models.transformer import Transformer
 from rlhf_jax.train import optim, packing
+from rlhf_jax.train.ppo_config import check_ppo_config, ppo_config
 from rlhf_jax.train.ppo_rollout import (
     Rollout,
     RolloutSettings,
@@ -55,99 +57,6 @@ __all__ = [
     "value_params_from_lm",
     "value_params_from_reward",
 ]
-
-
-def _ppo_optim_config(learning_rate: float) -> ml_collections.ConfigDict:
-    cfg = optim.default_optim_config()
-    cfg.update(
-        {
-            "learning_rate": learning_rate,
-            "warmup_steps": 0,
-            "schedule": "linear",  # annealed to 0 over the run, as in Ziegler et al.
-            "end_lr_fraction": 0.0,
-            "weight_decay": 0.0,
-            "b1": 0.9,
-            "b2": 0.999,
-            # A large epsilon tames Adam's first updates; PPO on LMs is sensitive to it.
-            "eps": 1e-5,
-            "grad_clip": 1.0,
-        }
-    )
-    return cfg
-
-
-def ppo_config() -> ml_collections.ConfigDict:
-    """Every PPO knob with the reference (Ziegler et al. 2019 / Huang et al.) defaults."""
-    return ml_collections.ConfigDict(
-        {
-            "rollout_batch_size": 64,
-            "num_minibatches": 1,
-            "num_epochs": 4,
-            # > 0: each minibatch's sequences are packed into this many rows for the
-            # update (see train/packing.py); a minibatch that needs more is not packed.
-            "packed_rows": 0,
-            "clip_eps": 0.2,
-            "value_clip_eps": 0.2,
-            "vf_coef": 0.1,
-            "entropy_coef": 0.0,
-            "gamma": 1.0,
-            "lam": 0.95,
-            "temperature": 0.7,
-            "top_k": 0,
-            "top_p": 1.0,
-            "max_new_tokens": 24,
-            "kl_coef": 0.15,  # initial beta
-            "adaptive_kl": True,
-            "kl_target": 6.0,  # nats per sequence
-            "kl_horizon": 10000.0,
-            "kl_estimator": "k1",  # one of losses.KL_KINDS, used in the per-token penalty
-            "whiten_rewards": False,
-            "whiten_advantages": True,
-            "penalise_no_eos": True,
-            "no_eos_penalty": -1.0,  # the score of a response without EOS (normalised units)
-            "ensemble_penalty": 0.0,  # lambda in mean - lambda * std
-            "policy_optim": _ppo_optim_config(1e-5),
-            "value_optim": _ppo_optim_config(1e-5),
-        }
-    )
-
-
-def check_ppo_config(cfg) -> None:
-    """Raises ValueError naming the ``ppo.<field>`` that is out of range."""
-    for name in ("rollout_batch_size", "num_minibatches", "num_epochs", "max_new_tokens"):
-        value = cfg[name]
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"ppo.{name}={value!r} must be a positive integer")
-    if cfg.rollout_batch_size % cfg.num_minibatches:
-        raise ValueError(
-            f"ppo.num_minibatches={cfg.num_minibatches} must divide "
-            f"ppo.rollout_batch_size={cfg.rollout_batch_size}"
-        )
-    packed_rows = cfg.get("packed_rows", 0)
-    per_minibatch = cfg.rollout_batch_size // cfg.num_minibatches
-    if not isinstance(packed_rows, int) or not 0 <= packed_rows <= per_minibatch:
-        raise ValueError(
-            f"ppo.packed_rows={packed_rows!r} must be an integer from 0 (no packing) to the "
-            f"minibatch size {per_minibatch} (rollout_batch_size / num_minibatches)"
-        )
-    if not cfg.temperature > 0:
-        raise ValueError(
-            f"ppo.temperature={cfg.temperature} must be > 0: PPO needs the sampling "
-            "distribution's log-probs"
-        )
-    if cfg.kl_estimator not in losses.KL_KINDS:
-        raise ValueError(
-            f"ppo.kl_estimator={cfg.kl_estimator!r} is not one of {list(losses.KL_KINDS)}"
-        )
-    for name in ("kl_target", "kl_horizon"):
-        if not cfg[name] > 0:
-            raise ValueError(f"ppo.{name}={cfg[name]} must be > 0")
-    for name in ("policy_optim", "value_optim"):
-        if int(cfg[name].accumulation_steps) != 1:
-            raise ValueError(
-                f"ppo.{name}.accumulation_steps={cfg[name].accumulation_steps} must be 1: "
-                "PPO updates once per minibatch (use ppo.num_minibatches instead)"
-            )
 
 
 def value_params_from_lm(model_cfg, lm_params):
@@ -196,9 +105,9 @@ class PPOTrainer:
     """
 
     policy_graphdef: Any
-    value_graphdef: Any
+    value_graphdef: Any  # None without a value model
     policy_tx: optax.GradientTransformation
-    value_tx: optax.GradientTransformation
+    value_tx: optax.GradientTransformation | None
     sampler: sampling.SamplerConfig
     settings: RolloutSettings
     mesh: jax.sharding.Mesh
@@ -220,11 +129,22 @@ class PPOTrainer:
     def init_state(self, policy_params, value_params, rng):
         """A fresh state, born sharded, from initial policy and value params and a PRNG key.
 
+        ``value_params`` is None for the critic-free estimators (RLOO, GRPO).
+
         The parameters are copied, so the caller's trees (e.g. the reference
         policy, often the same initial params) survive the donated updates.
         """
         policy = _conform("policy_params", policy_params, self.abstract["policy"])
-        value = _conform("value_params", value_params, self.abstract["value"])
+        if "value" in self.abstract:
+            if value_params is None:
+                raise ValueError("init_state: value_params is None, but ppo.advantage='gae' "
+                                 "trains a value model; pass its initial params")
+            value = _conform("value_params", value_params, self.abstract["value"])
+        elif value_params is not None:
+            raise ValueError(f"init_state: ppo.advantage={self.settings.advantage!r} trains no "
+                             "value model; pass value_params=None")
+        else:
+            value = None
         if jnp.issubdtype(jnp.asarray(rng).dtype, jax.dtypes.prng_key):
             rng = jax.random.key_data(rng)
         expected = self.abstract["rng"]
@@ -261,11 +181,17 @@ def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedu
     and the first minibatch's approxkl and clipfrac, which must be 0. With
     ``cfg.packed_rows`` > 0 each minibatch is packed (:mod:`rlhf_jax.train.packing`) and
     ``ppo/packed_fraction`` is the share of minibatch updates that were,
-    ``ppo/packed_rows_needed`` the mean number of rows they needed.
+    ``ppo/packed_rows_needed`` the mean number of rows they needed. Without a
+    value model (``value_graphdef`` None: RLOO, GRPO) only the policy is trained;
+    with ``cfg.kl_in_loss`` the loss adds ``kl_coef`` times the token mean of the
+    KL estimate (``ppo/kl_loss``).
     """
     epochs, minibatches = cfg.num_epochs, cfg.num_minibatches
     temperature = float(cfg.temperature)
     packed_rows = int(cfg.get("packed_rows", 0))
+    critic = value_graphdef is not None
+    kl_in_loss = bool(cfg.get("kl_in_loss", False))
+    txs = {"policy": policy_tx, "value": value_tx} if critic else {"policy": policy_tx}
 
     def terms(logits, targets, values, mb):
         """The loss from per-token logits [b, n, V], targets and values [b, n], fields of ``mb``."""
@@ -276,36 +202,39 @@ def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedu
             logp, mb["logprobs"], mb["advantages"], rmask, float(cfg.clip_eps)
         )
         entropy = losses.masked_mean(losses.entropy_from_logits(logits, temperature), rmask)
-        value_loss, vstats = losses.ppo_value_loss(
-            values, mb["values"], mb["returns"], rmask, float(cfg.value_clip_eps)
-        )
-        loss = (policy_loss - float(cfg.entropy_coef) * entropy
-                + float(cfg.vf_coef) * value_loss)
-        stats = {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "clipfrac": pstats["clipfrac"],
-            "approxkl": pstats["approxkl"],
-            "value_clipfrac": vstats["vf_clipfrac"],
-        }
+        loss = policy_loss - float(cfg.entropy_coef) * entropy
+        stats = {"policy_loss": policy_loss, "entropy": entropy,
+                 "clipfrac": pstats["clipfrac"], "approxkl": pstats["approxkl"]}
+        if critic:
+            value_loss, vstats = losses.ppo_value_loss(
+                values, mb["values"], mb["returns"], rmask, float(cfg.value_clip_eps)
+            )
+            loss = loss + float(cfg.vf_coef) * value_loss
+            stats.update(value_loss=value_loss, value_clipfrac=vstats["vf_clipfrac"])
+        if kl_in_loss:
+            kl = losses.masked_mean(
+                losses.kl_penalty(logp, mb["ref_logprobs"], cfg.kl_estimator), rmask)
+            loss = loss + mb["kl_coef"] * kl
+            stats["kl_loss"] = kl
         return loss, stats
 
     def padded_loss(params, mb):
-        policy, value = params
         tokens, mask = mb["tokens"], mb["mask"]
         width = mb["response_mask"].shape[1]
-        logits = response_window(models.forward(policy_graphdef, policy, tokens, mask), width)
-        values = response_window(models.scalar_forward(value_graphdef, value, tokens, mask),
-                                 width)
+        logits = response_window(models.forward(policy_graphdef, params["policy"], tokens,
+                                                mask), width)
+        values = (response_window(models.scalar_forward(value_graphdef, params["value"],
+                                                        tokens, mask), width)
+                  if critic else None)
         return terms(logits, tokens[:, -width:], values, mb)
 
-    def packed_loss(params, pk: packing.Packed):
-        policy, value = params
+    def packed_loss(params, pk: packing.Packed, kl_coef):
         tokens, mask, seg = pk.tokens, pk.mask, pk.segment_ids
-        logits = models.forward(policy_graphdef, policy, tokens, mask, segment_ids=seg)
-        values = models.scalar_forward(value_graphdef, value, tokens, mask, segment_ids=seg)
-        return terms(logits[:, :-1], tokens[:, 1:], values[:, :-1], pk._asdict())
+        logits = models.forward(policy_graphdef, params["policy"], tokens, mask,
+                                segment_ids=seg)
+        values = (models.scalar_forward(value_graphdef, params["value"], tokens, mask,
+                                        segment_ids=seg)[:, :-1] if critic else None)
+        return terms(logits[:, :-1], tokens[:, 1:], values, {**pk._asdict(), "kl_coef": kl_coef})
 
     def gradients(params, mb):
         if not packed_rows:
@@ -316,24 +245,23 @@ def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedu
             packed = jax.lax.with_sharding_constraint(packed, rows_sharding)
         grads, stats = jax.lax.cond(
             fits,
-            lambda: jax.grad(packed_loss, has_aux=True)(params, packed),
+            lambda: jax.grad(packed_loss, has_aux=True)(params, packed, mb["kl_coef"]),
             lambda: jax.grad(padded_loss, has_aux=True)(params, mb),
         )
         return grads, stats, {"packed_fraction": fits.astype(jnp.float32),
                               "packed_rows_needed": layout.rows_needed.astype(jnp.float32)}
 
-    def minibatch_step(data, carry, rows):
-        policy, value, policy_opt, value_opt = carry
+    def minibatch_step(data, kl_coef, carry, rows):
+        params, opts = carry
         mb = jax.tree.map(lambda x: jnp.take(x, rows, axis=0), data)
-        (policy_grads, value_grads), stats, pack_stats = gradients((policy, value), mb)
-        updates, policy_opt = policy_tx.update(policy_grads, policy_opt, policy)
-        policy = optax.apply_updates(policy, updates)
-        updates, value_opt = value_tx.update(value_grads, value_opt, value)
-        value = optax.apply_updates(value, updates)
-        stats["policy_grad_norm"] = optax.tree.norm(policy_grads)
-        stats["value_grad_norm"] = optax.tree.norm(value_grads)
+        grads, stats, pack_stats = gradients(params, {**mb, "kl_coef": kl_coef})
+        new_params, new_opts = {}, {}
+        for name, tx in txs.items():
+            updates, new_opts[name] = tx.update(grads[name], opts[name], params[name])
+            new_params[name] = optax.apply_updates(params[name], updates)
+            stats[f"{name}_grad_norm"] = optax.tree.norm(grads[name])
         stats.update(pack_stats)
-        return (policy, value, policy_opt, value_opt), stats
+        return (new_params, new_opts), stats
 
     def update(state, rollout: Rollout):
         batch = rollout.response_mask.shape[0]
@@ -346,33 +274,27 @@ def _make_update_fn(policy_graphdef, value_graphdef, policy_tx, value_tx, schedu
             "advantages": rollout.advantages,
             "returns": rollout.returns,
         }
+        if kl_in_loss:
+            data["ref_logprobs"] = rollout.ref_logprobs
         key = jax.random.fold_in(step_key(state), 1)
+        kl_coef = state["kl_coef"]
 
         def epoch(carry, index):
             order = jax.random.permutation(jax.random.fold_in(key, index), batch)
             rows = order.reshape(minibatches, batch // minibatches)
-            return jax.lax.scan(lambda c, r: minibatch_step(data, c, r), carry, rows)
+            return jax.lax.scan(lambda c, r: minibatch_step(data, kl_coef, c, r), carry, rows)
 
-        carry = (state["policy"], state["value"], state["policy_opt"], state["value_opt"])
-        (policy, value, policy_opt, value_opt), stats = jax.lax.scan(
-            epoch, carry, jnp.arange(epochs)
-        )  # each stat [K, M]
-        kl_coef = state["kl_coef"]
+        carry = ({name: state[name] for name in txs}, {name: state[f"{name}_opt"] for name in txs})
+        (params, opts), stats = jax.lax.scan(epoch, carry, jnp.arange(epochs))  # stats [K, M]
         if cfg.adaptive_kl:
             # Ziegler's controller counts episodes: n_steps is the rollout batch size.
             kl_coef = losses.adaptive_kl_update(
                 kl_coef, rollout.metrics["ppo/kl"], float(cfg.kl_target),
                 float(cfg.kl_horizon), batch,
             ).astype(jnp.float32)
-        new_state = {
-            "policy": policy,
-            "value": value,
-            "policy_opt": policy_opt,
-            "value_opt": value_opt,
-            "kl_coef": kl_coef,
-            "step": state["step"] + 1,
-            "rng": state["rng"],
-        }
+        new_state = dict(state, kl_coef=kl_coef, step=state["step"] + 1)
+        for name in txs:
+            new_state[name], new_state[f"{name}_opt"] = params[name], opts[name]
         metrics = dict(rollout.metrics)
         metrics.update({f"ppo/{name}": jnp.mean(value) for name, value in stats.items()})
         # The first minibatch sees the rollout's own parameters: its ratio must be exactly 1.
@@ -417,24 +339,28 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
     value_cfg = models.ModelConfig.from_config(value_model_cfg or model_cfg)
     updates_total = int(total_iterations) * ppo_cfg.num_epochs * ppo_cfg.num_minibatches
     policy_tx = optim.make_optimizer(ppo_cfg.policy_optim, updates_total)
-    value_tx = optim.make_optimizer(ppo_cfg.value_optim, updates_total)
     policy_graphdef, abstract_policy = nnx.split(
         nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(params=0)))
     )
-    value_graphdef, abstract_value = nnx.split(
-        nnx.eval_shape(lambda: ScalarModel(value_cfg, jax.random.key(0), "zeros"))
-    )
+    critic = ppo_cfg.get("advantage", "gae") == "gae"
+    value_tx = value_graphdef = abstract_value = None  # RLOO and GRPO: no value model
+    if critic:
+        value_tx = optim.make_optimizer(ppo_cfg.value_optim, updates_total)
+        value_graphdef, abstract_value = nnx.split(
+            nnx.eval_shape(lambda: ScalarModel(value_cfg, jax.random.key(0), "zeros"))
+        )
 
     def init(policy, value, rng):
-        return {
+        state = {
             "policy": policy,
-            "value": value,
             "policy_opt": policy_tx.init(policy),
-            "value_opt": value_tx.init(value),
             "kl_coef": jnp.asarray(ppo_cfg.kl_coef, jnp.float32),
             "step": jnp.zeros((), jnp.int32),
             "rng": rng,
         }
+        if critic:
+            state.update(value=value, value_opt=value_tx.init(value))
+        return state
 
     rng_struct = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
     abstract = jax.eval_shape(init, abstract_policy, abstract_value, rng_struct)
@@ -453,6 +379,9 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
         eos_id=int(eos_id),
         pad_id=int(pad_id),
         vocab_limit=int(vocab_limit),
+        advantage=str(ppo_cfg.get("advantage", "gae")),
+        group_size=int(ppo_cfg.get("group_size", 1)),
+        kl_in_loss=bool(ppo_cfg.get("kl_in_loss", False)),
     )
     sampler_cfg = sampling.SamplerConfig(
         max_new_tokens=ppo_cfg.max_new_tokens,

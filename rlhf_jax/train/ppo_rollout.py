@@ -10,7 +10,9 @@ A response is truncated after its first EOS: later tokens become ``pad_id``
 with mask 0 and take no part in the KL, value or policy terms. The sequence
 score lands on the last valid token (the EOS, or the last sampled token of a
 response that never stopped); a response without EOS may instead be given a
-fixed low score.
+fixed low score. Advantages are GAE over a value model's estimates, or, for
+RLOO and GRPO, each sequence's return against the other samples of its prompt
+(``group_size`` consecutive rows), given to every token of the sequence.
 
 Everything here is a pure function of parameter pytrees; :mod:`rlhf_jax.train.ppo`
 jits it once with explicit shardings.
@@ -63,6 +65,14 @@ class RolloutSettings:
     eos_id: int
     pad_id: int
     vocab_limit: int = 0  # ids at or past it are never sampled (see sampling.mask_vocab)
+    advantage: str = "gae"  # "rloo" and "grpo" use no value model (see train/ppo_config.py)
+    group_size: int = 1  # consecutive rows that are samples of one prompt
+    kl_in_loss: bool = False  # the KL is a loss term, not part of the reward
+
+    @property
+    def critic(self) -> bool:
+        """Whether a value model takes part (GAE)."""
+        return self.advantage == "gae"
 
 
 def truncate_after_eos(tokens, mask, eos_id: int, pad_id: int):
@@ -149,17 +159,35 @@ def make_score_fn(policy_graphdef, value_graphdef, reward_fn, s: RolloutSettings
 
         logp = logprobs_of(state["policy"])
         ref_logp = logprobs_of(jax.lax.stop_gradient(ref_params))
-        per_column = models.scalar_forward(value_graphdef, state["value"], tokens, mask)
-        values = jnp.where(rmask > 0, response_window(per_column, response_len), 0.0)
+        if s.critic:
+            per_column = models.scalar_forward(value_graphdef, state["value"], tokens, mask)
+            values = jnp.where(rmask > 0, response_window(per_column, response_len), 0.0)
+        else:
+            values = jnp.zeros_like(rmask)
 
-        rewards, kl = losses.ppo_rewards(score, logp, ref_logp, rmask, state["kl_coef"],
+        reward_kl_coef = 0.0 if s.kl_in_loss else state["kl_coef"]
+        rewards, kl = losses.ppo_rewards(score, logp, ref_logp, rmask, reward_kl_coef,
                                          s.kl_estimator)
         if s.whiten_rewards:
             rewards = losses.whiten(rewards, rmask, shift_mean=False)
-        advantages, returns = losses.gae(rewards, values, rmask, s.gamma, s.lam)
-        raw_advantages = advantages
-        if s.whiten_advantages:
-            advantages = losses.whiten(advantages, rmask, shift_mean=True)
+        group_metrics = {}
+        if s.critic:
+            advantages, returns = losses.gae(rewards, values, rmask, s.gamma, s.lam)
+            raw_advantages = advantages
+            if s.whiten_advantages:
+                advantages = losses.whiten(advantages, rmask, shift_mean=True)
+        else:  # one advantage per sequence, from its return against its group's
+            seq_return = jnp.sum(rewards, axis=1)  # [B]: score - KL penalty (if in the reward)
+            estimate = (losses.rloo_advantages if s.advantage == "rloo"
+                        else losses.grpo_advantages)
+            advantages = estimate(seq_return, s.group_size)[:, None] * rmask
+            raw_advantages = returns = advantages
+            groups = seq_return.reshape(-1, s.group_size)
+            group_metrics = {
+                "ppo/group_return_std": jnp.mean(jnp.std(groups, axis=1, ddof=1)),
+                "ppo/flat_group_fraction": jnp.mean(
+                    (jnp.max(groups, axis=1) == jnp.min(groups, axis=1)).astype(jnp.float32)),
+            }
 
         k1_per_row = losses.masked_sum(logp - ref_logp, rmask, axis=1)  # [B]
         kl_per_row = losses.masked_sum(kl, rmask, axis=1)
@@ -167,15 +195,19 @@ def make_score_fn(policy_graphdef, value_graphdef, reward_fn, s: RolloutSettings
             "ppo/reward": jnp.mean(score),
             "ppo/reward_fn_score": jnp.mean(reward_out["score"].astype(jnp.float32)),
             "ppo/kl": jnp.mean(k1_per_row),
-            "ppo/non_score_reward": -state["kl_coef"] * jnp.mean(kl_per_row),
+            "ppo/non_score_reward": -reward_kl_coef * jnp.mean(kl_per_row),
             "ppo/kl_coef": jnp.asarray(state["kl_coef"], jnp.float32),
             "ppo/response_length": jnp.mean(jnp.sum(rmask, axis=1)),
             "ppo/no_eos_fraction": 1.0 - jnp.mean(has_eos.astype(jnp.float32)),
             "ppo/advantage_mean": losses.masked_mean(raw_advantages, rmask),
-            "ppo/return_mean": losses.masked_mean(returns, rmask),
-            "ppo/value_mean": losses.masked_mean(values, rmask),
-            "ppo/explained_variance": losses.explained_variance(values, returns, rmask),
+            **group_metrics,
         }
+        if s.critic:
+            metrics.update({
+                "ppo/return_mean": losses.masked_mean(returns, rmask),
+                "ppo/value_mean": losses.masked_mean(values, rmask),
+                "ppo/explained_variance": losses.explained_variance(values, returns, rmask),
+            })
         return Rollout(
             tokens=tokens,
             mask=mask,
@@ -213,8 +245,11 @@ def make_rollout_fn(policy_graphdef, value_graphdef, reward_fn, s: RolloutSettin
                     sampler_cfg: sampling.SamplerConfig):
     """Pure ``rollout(state, ref, reward_params, prompt_tokens, prompt_mask) -> Rollout``.
 
-    The sampling key is ``fold_in(fold_in(state rng, step), 0)``; the update
-    uses stream 1 of the same step, so the two never share randomness.
+    With ``group_size`` k > 1, rows ``j k .. j k + k - 1`` must hold the same
+    prompt (the caller repeats each prompt k times; RLOO and GRPO compare the
+    samples of a group). The sampling key
+    is ``fold_in(fold_in(state rng, step), 0)``; the update uses stream 1 of
+    the same step, so the two never share randomness.
     """
     score_responses = make_score_fn(policy_graphdef, value_graphdef, reward_fn, s)
 
