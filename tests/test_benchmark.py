@@ -36,6 +36,15 @@ FIELDS = {
 FRACTIONS = ("mfu", "bandwidth_fraction", "outside_fraction")
 
 
+def _bounded(record, field, records):
+    """A sampler whose weights and KV cache fit in less than the copy benchmark's buffer reads
+    them from cache, so its bandwidth fraction against the copy's DRAM rate may exceed 1."""
+    if field != "bandwidth_fraction":
+        return True
+    copy = next(r for r in records if r["name"] == "copy_bandwidth")
+    return record["param_bytes"] + record["kv_bytes_per_step"] >= copy["mib"] * 2**20
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("bench"))
@@ -53,7 +62,7 @@ def test_every_measurement_is_well_formed(toy_run):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 assert math.isfinite(value) and value > 0, (record["name"], field, value)
         for field in FRACTIONS:
-            if field in record:
+            if field in record and _bounded(record, field, records):
                 assert 0 < record[field] <= 1, (record["name"], field, record[field])
         assert record["preset"] == "toy"
 
