@@ -138,48 +138,82 @@ def load_policy(workdir: str, mesh, rules):
     return graphdef, params, run_config
 
 
-def make_train_step(trainer: LMTrainer):
-    """jit(step(state, batch) -> (state, metrics)), state donated."""
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What a step over LM parameters minimises, as sums that combine across microbatches.
+
+    ``sums(graphdef, params, batch, *frozen) -> (loss_sum, count, stats)``: the summed
+    loss, how many items it sums over and a dict of further sums over the same items;
+    ``frozen`` are trees the step reads but never updates (a reference policy).
+    ``count(batch)`` is the whole batch's item count, known before the forward pass: the
+    loss is ``loss_sum / count`` over all microbatches, so accumulation is exact. Metrics
+    are ``train/loss``, ``train/<stat>`` (sum / count) and ``train/<count_name>``.
+    """
+
+    sums: Any
+    count: Any
+    count_name: str = "tokens"
+
+
+NEXT_TOKEN = Objective(
+    sums=lambda graphdef, params, batch: (*lm_sums(graphdef, params, batch), {}),
+    count=lambda batch: jnp.sum(batch["loss_mask"][:, 1:]),
+)
+
+
+def make_train_step(trainer: LMTrainer, objective: Objective = NEXT_TOKEN,
+                    frozen_shardings: tuple = ()):
+    """jit(step(state, batch, *frozen) -> (state, metrics)), state donated.
+
+    The objective (default: next-token cross-entropy) is minimised over
+    ``state["params"]``; ``frozen_shardings`` are the shardings of the frozen trees
+    the objective reads, passed after the batch on every call.
+    """
     graphdef, tx, k = trainer.graphdef, trainer.tx, trainer.accumulation_steps
 
-    def grads_of(params, batch, total):
+    def grads_of(params, batch, frozen, total):
         def f(p):
-            s, n = lm_sums(graphdef, p, batch)
-            return s / total, (s, n)
+            s, n, stats = objective.sums(graphdef, p, batch, *frozen)
+            return s / total, (s, n, stats)
 
-        (_, (s, n)), g = jax.value_and_grad(f, has_aux=True)(params)
-        return g, s, n
+        (_, aux), g = jax.value_and_grad(f, has_aux=True)(params)
+        return g, aux
 
-    def step(state, batch):
+    def step(state, batch, *frozen):
         params = state["params"]
-        total = jnp.maximum(jnp.sum(batch["loss_mask"][:, 1:]), 1.0)
+        total = jnp.maximum(objective.count(batch), 1.0)
         if k == 1:
-            grads, loss_sum, count = grads_of(params, batch, total)
+            grads, (loss_sum, count, stats) = grads_of(params, batch, frozen, total)
         else:
             def body(carry, mb):
-                g, s, n = grads_of(params, mb, total)
-                return jax.tree.map(jnp.add, carry, (g, s, n)), None
+                return jax.tree.map(jnp.add, carry, grads_of(params, mb, frozen, total)), None
 
-            zero = (jax.tree.map(jnp.zeros_like, params), jnp.zeros(()), jnp.zeros(()))
-            (grads, loss_sum, count), _ = jax.lax.scan(body, zero, _split_microbatches(batch, k))
+            shapes = jax.eval_shape(grads_of, params, jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct((x.shape[0] // k,) + x.shape[1:], x.dtype),
+                batch), frozen, total)
+            zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+            (grads, (loss_sum, count, stats)), _ = jax.lax.scan(
+                body, zero, _split_microbatches(batch, k))
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {
             "params": optax.apply_updates(params, updates),
             "opt_state": opt_state,
             "step": state["step"] + 1,
         }
+        n = jnp.maximum(count, 1.0)
         metrics = {
-            "train/loss": loss_sum / jnp.maximum(count, 1.0),
+            "train/loss": loss_sum / n,
+            **{f"train/{name}": v / n for name, v in stats.items()},
             "train/grad_norm": global_norm(grads),
             "train/learning_rate": trainer.schedule(state["step"]),
-            "train/tokens": count,
+            f"train/{objective.count_name}": count,
         }
         return new, metrics
 
     data = sharding.batch_sharding(trainer.mesh)
     return jax.jit(
         step,
-        in_shardings=(trainer.state_shardings, data),
+        in_shardings=(trainer.state_shardings, data, *frozen_shardings),
         out_shardings=(trainer.state_shardings, None),
         donate_argnums=0,
     )

@@ -30,15 +30,28 @@ def train_lm(
     desc: str,
     eval_at_start: bool = False,
     step_files: tuple[str, ...] = (),
+    objective: lm.Objective = lm.NEXT_TOKEN,
+    frozen: tuple = (),
+    evaluate: Callable[[lm.LMTrainer, dict], dict] | None = None,
+    prepare: Callable[[dict], dict] | None = None,
 ):
     """Runs LM training to ``config.num_steps``; returns (trainer, final state).
 
     `step_files` are the driver's own per-step JSONL files in the workdir (such
-    as ``samples.jsonl``), trimmed on resume like metrics.jsonl.
+    as ``samples.jsonl``), trimmed on resume like metrics.jsonl. The defaults
+    train next-token prediction and evaluate held-out loss on `eval_rows`; another
+    objective (:class:`lm.Objective`, such as DPO's) passes the frozen trees it
+    reads as `frozen`, its held-out metrics as `evaluate(trainer, params)`, and
+    `prepare` maps each host batch before it is sharded.
     """
     mesh, rules = runtime.mesh_and_rules(config)
     trainer = lm.make_trainer(config.model, config.optim, config.num_steps, mesh, rules)
-    train_step, eval_step = lm.make_train_step(trainer), lm.make_eval_step(trainer)
+    frozen_shardings = tuple(jax.tree.map(lambda x: x.sharding, f) for f in frozen)
+    train_step = lm.make_train_step(trainer, objective, frozen_shardings)
+    if evaluate is None:
+        eval_step = lm.make_eval_step(trainer)
+        evaluate = lambda trainer, params: lm.evaluate_rows(  # noqa: E731
+            trainer, eval_step, params, eval_rows, config.batch_size)
     ckpt = checkpoint.Checkpointer(workdir, every_steps=config.checkpoint_every,
                                    keep=config.keep_checkpoints)
     state, meta, source = checkpoint.resume_or_init(
@@ -64,12 +77,12 @@ def train_lm(
 
     def step_fn(state, step):
         idx = next(iterator)
-        return train_step(state, runtime.global_batch(mesh, {k: v[idx] for k, v in
-                                                             train_rows.items()}))
+        local = {k: v[idx] for k, v in train_rows.items()}
+        local = prepare(local) if prepare is not None else local
+        return train_step(state, runtime.global_batch(mesh, local), *frozen)
 
     def eval_fn(state, step):
-        metrics = lm.evaluate_rows(trainer, eval_step, state["params"], eval_rows,
-                                   config.batch_size)
+        metrics = evaluate(trainer, state["params"])
         if extra_eval is not None:
             metrics.update(extra_eval(trainer, state["params"], step))
         return metrics
