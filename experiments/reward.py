@@ -24,15 +24,12 @@ import jax
 import numpy as np
 
 from rlhf_jax import checkpoint, runtime, scoring
-from rlhf_jax.data import batching, corpora, jsonl, tfds_builders
+from rlhf_jax.data import batching, corpora, tfds_builders
 from rlhf_jax.data.iterator import BatchIterator
+from rlhf_jax.lab import preferences
 from rlhf_jax.metrics import MetricWriter
 from rlhf_jax.train import lm, reward
 from rlhf_jax.train.loop import run_loop
-
-
-def _data_dir(config, workdir):
-    return config.data.data_dir or os.path.join(workdir, "data")
 
 
 def _sft_params(config, mesh, rules):
@@ -42,53 +39,10 @@ def _sft_params(config, mesh, rules):
     return lm.load_params(config.init_from, config.model, mesh, rules)
 
 
-def _lab_data(config, workdir, tok, graphdef, sft, mesh):
-    """(train, eval) columns of labelled lab comparisons; eval also keeps gold rewards."""
-    from rlhf_jax.lab import comparisons, datasets, protocol  # noqa: PLC0415
-
-    if sft is None:
-        raise ValueError("lab comparisons are sampled from the SFT policy: set "
-                         "config.init_from to an SFT workdir")
-    lab_dir = datasets.build(config.lab, _data_dir(config, workdir))
-    out = []
-    for split in ("train", "probe"):
-        prompts = datasets.load_prompts(config.lab, _data_dir(config, workdir), split)
-        protocol.check_prompts(tok, prompts, config.data.prompt_len, f"{split} prompts")
-        key = runtime.seed_key(config, "comparisons", split)
-        copies = 2 * config.data.pairs_per_prompt
-
-        def collect(ps, key=key, split=split, copies=copies):
-            # Sampled once per policy and seed: another panel relabels the same samples.
-            meta = comparisons.sample_meta(f"comparisons_{split}", config.init_from, ps,
-                                           copies, config.data, config.seed)
-            samples = comparisons.cached_samples(lab_dir, meta, lambda: comparisons.sample_policy(
-                graphdef, sft, tok, ps, copies, config.data, key, mesh))
-            return comparisons.collect(graphdef, sft, tok, ps, config.data, config.panel, None,
-                                       key, config.seed, mesh, samples=samples)
-
-        out.append(comparisons.load_or_collect(config, lab_dir, split, prompts, collect))
-    return out
-
-
 def _jsonl_data(config, workdir):
     return corpora.load_local_dataset(
         config, workdir, tfds_builders.build_preference_dataset, "preferences_jsonl",
         "train.jsonl and optional validation.jsonl of preference or HH-RLHF records")
-
-
-def _records(columns, order: str) -> list[jsonl.PreferenceRecord]:
-    """Pairs as (chosen, rejected) by the panel's label ("label") or by gold ("gold")."""
-    recs = []
-    for i, p in enumerate(columns["prompts"]):
-        a, b = columns["response_a"][i], columns["response_b"][i]
-        if order == "label":
-            first = columns["choice"][i] == 0
-        else:
-            if columns["gold_a"][i] == columns["gold_b"][i]:
-                continue  # a gold tie has no right answer
-            first = columns["gold_a"][i] > columns["gold_b"][i]
-        recs.append(jsonl.PreferenceRecord(p.turns, a if first else b, b if first else a, p.id))
-    return recs
 
 
 def _pair_eval(score, state, tok, records, config, mesh, label) -> dict:
@@ -119,9 +73,11 @@ def run(config, workdir):
     sft_graphdef, sft = _sft_params(config, mesh, rules)
     lab = config.data.source == "lab"
     if lab:
-        train_cols, eval_cols = _lab_data(config, workdir, tok, sft_graphdef, sft, mesh)
-        train, held_out = _records(train_cols, "label"), _records(eval_cols, "label")
-        gold_pairs = _records(eval_cols, "gold")
+        train_cols, eval_cols = preferences.lab_comparisons(config, workdir, tok, sft_graphdef,
+                                                            sft, mesh)
+        train, held_out = (preferences.records(train_cols, "label"),
+                           preferences.records(eval_cols, "label"))
+        gold_pairs = preferences.records(eval_cols, "gold")
     else:
         train, held_out = _jsonl_data(config, workdir)
         gold_pairs = []
@@ -233,7 +189,7 @@ def _lab_analysis(config, workdir, state, score, tok, eval_cols, sft_graphdef, s
     meta = comparisons.sample_meta("best_of_n", config.init_from, prompts, n_max,
                                    config.analysis.sampling, config.seed)
     samples = comparisons.cached_samples(
-        datasets.build(config.lab, _data_dir(config, workdir)), meta,
+        datasets.build(config.lab, corpora.data_dir(config, workdir)), meta,
         lambda: comparisons.sample_policy(sft_graphdef, sft, tok, prompts, n_max,
                                           config.analysis.sampling,
                                           runtime.seed_key(config, "best_of_n"), mesh,

@@ -12,27 +12,10 @@ into an assistant.
 
 from __future__ import annotations
 
-import jax
-
 from rlhf_jax import runtime
 from rlhf_jax.data import sft_data
+from rlhf_jax.lab import evaluate
 from rlhf_jax.train import lm_run
-
-
-def lab_probe_eval(config, workdir, tok):
-    """An extra_eval that scores the lab's probe prompts (lab data only)."""
-    from rlhf_jax.lab import datasets, evaluate, protocol  # noqa: PLC0415
-
-    prompts = datasets.load_prompts(config.lab, sft_data._data_dir(config, workdir), "probe")
-    protocol.check_prompts(tok, prompts, config.eval.prompt_len, "probe prompts")
-
-    def probe(trainer, params, step):
-        key = jax.random.fold_in(runtime.seed_key(config, "probe"), step)
-        metrics, _ = evaluate.probe_eval(trainer.graphdef, params, tok, prompts, config.eval,
-                                         key, mesh=trainer.mesh)
-        return metrics
-
-    return probe
 
 
 def run(config, workdir):
@@ -50,6 +33,7 @@ def run(config, workdir):
         print(f"sft: {len(replay['tokens'])} rows of {config.data.replay_source} pretraining "
               f"text replayed (replay_fraction {config.data.replay_fraction})", flush=True)
         train_rows = sft_data.with_replay(train_rows, replay)
-    probe = lab_probe_eval(config, workdir, tok) if config.data.source == "lab" else None
+    probe = (evaluate.training_probes(config, workdir, tok) if config.data.source == "lab"
+             else None)
     lm_run.train_lm(config, workdir, train_rows=train_rows, eval_rows=eval_rows,
                     extra_eval=probe, desc="sft", eval_at_start=True)

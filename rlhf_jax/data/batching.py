@@ -212,7 +212,7 @@ def _fill(rows: list[list[int]], max_len: int, pad_id: int) -> tuple[np.ndarray,
     return tokens, mask
 
 
-def _record_cut(label: str, cuts: list[bool], max_len: int) -> None:
+def record_cut(label: str, cuts: list[bool], max_len: int) -> None:
     ledger.record(label, total=len(cuts), cut=sum(cuts),
                   why=f"prompt and response over {max_len} tokens; the prompt's oldest tokens "
                       "were dropped" if any(cuts) else f"{max_len}-token rows")
@@ -226,7 +226,7 @@ def scoring_rows(tok, turns_list, responses, max_len: int, label: str = "scored 
     """
     encoded = [_encode_responses(tok, turns, [r], max_len, "left_prompt", "")
                for turns, r in zip(turns_list, responses)]
-    _record_cut(label, [c for _, c in encoded], max_len)
+    record_cut(label, [c for _, c in encoded], max_len)
     rows = [e[0][0] for e in encoded]
     tokens, mask = _fill(rows, max_len, tok.pad_id)
     return {"tokens": tokens, "mask": mask}
@@ -248,7 +248,7 @@ def preference_batch(tok, records, max_len: int, truncation: str = "left_prompt"
         )
         cuts.append(cut)
         tokens[b], mask[b] = _fill(rows, max_len, tok.pad_id)
-    _record_cut(label, cuts, max_len)
+    record_cut(label, cuts, max_len)
     return {"tokens": tokens, "mask": mask}
 
 
@@ -294,5 +294,5 @@ def ranked_batch(tok, records, max_len: int, truncation: str = "left_prompt",
         cuts.append(cut)
         tokens[b], mask[b] = _fill(rows, max_len, tok.pad_id)
         ranks[b] = rec.ranks
-    _record_cut(label, cuts, max_len)
+    record_cut(label, cuts, max_len)
     return {"tokens": tokens, "mask": mask, "ranks": ranks}

@@ -171,9 +171,12 @@ def load_or_collect(config, data_dir: str, split: str, prompts, collect_fn) -> d
     from rlhf_jax.data import tfds_builders  # noqa: PLC0415
     from rlhf_jax.lab import datasets  # noqa: PLC0415
 
-    meta = {"panel": config.panel.to_dict(), "data": config.data.to_dict(),
-            "lab": datasets.fingerprint(config.lab), "init_from": config.init_from,
-            "seed": config.seed}
+    # Where the data dir is, and how the policy's path is spelled, decide nothing: a DPO
+    # run pointed at a reward run's data dir reads that run's labels.
+    data = {k: v for k, v in config.data.to_dict().items() if k != "data_dir"}
+    meta = {"panel": config.panel.to_dict(), "data": data,
+            "lab": datasets.fingerprint(config.lab),
+            "init_from": os.path.abspath(config.init_from), "seed": config.seed}
     # The name carries a hash of everything the labels depend on: another panel or policy
     # gets its own dataset instead of reading this one.
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()

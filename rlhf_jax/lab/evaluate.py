@@ -7,9 +7,10 @@ returns the metrics of ``rlhf_jax.lab.probes`` under an ``eval/`` prefix.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
-from rlhf_jax import generate, sampling
+from rlhf_jax import generate, runtime, sampling
 from rlhf_jax.data import chat
 from rlhf_jax.lab import probes
 from rlhf_jax.lab.types import Prompt
@@ -47,3 +48,22 @@ def probe_eval(graphdef, params, tok, prompts: list[Prompt], eval_cfg, key, *, m
     if standard_errors:
         metrics["se/eos_rate"] = probes.standard_error(ended)
     return {prefix + k: v for k, v in metrics.items()}, gen
+
+
+def training_probes(config, workdir: str, tok):
+    """An ``extra_eval`` for a policy's training run on the lab (SFT, DPO): at each eval
+    step it samples the held-out probe prompts under the protocol and returns their
+    metrics, with the sampling key folded with the step."""
+    from rlhf_jax.data.corpora import data_dir  # noqa: PLC0415
+    from rlhf_jax.lab import datasets, protocol  # noqa: PLC0415
+
+    prompts = datasets.load_prompts(config.lab, data_dir(config, workdir), "probe")
+    protocol.check_prompts(tok, prompts, config.eval.prompt_len, "probe prompts")
+
+    def probe(trainer, params, step):
+        key = jax.random.fold_in(runtime.seed_key(config, "probe"), step)
+        metrics, _ = probe_eval(trainer.graphdef, params, tok, prompts, config.eval, key,
+                                mesh=trainer.mesh)
+        return metrics
+
+    return probe
