@@ -1,5 +1,6 @@
 """The lab experiments end to end at a toy size: pretrain, resume after SIGKILL, SFT."""
 
+import glob
 import json
 import os
 import signal
@@ -256,3 +257,39 @@ def test_grpo_has_no_value_model_and_resumes_bitwise_after_sigkill(dirs, sft_dir
         b = ocp.StandardCheckpointer().restore(os.path.join(killed, "checkpoints", "6", item))
         jax.tree.map(np.testing.assert_array_equal, a, b)
     assert checkpoint.read_meta(ref) == checkpoint.read_meta(killed)
+
+
+DPO = ["--config=configs/lab/dpo.py:length", *SMALL_LAB, "--config.num_steps=6",
+       "--config.eval_every=3", "--config.checkpoint_every=2", "--config.batch_size=8",
+       "--config.optim.warmup_steps=1", "--config.data.pairs_per_prompt=1",
+       "--config.lab.protocol.max_new_tokens=8"]
+
+
+def test_dpo_reads_the_reward_labels_and_resumes_bitwise_after_sigkill(dirs, sft_dir,
+                                                                        reward_dir):
+    root, data = dirs
+    labelled = sorted(glob.glob(os.path.join(data, "lab_*", "lab_preferences_*")))
+
+    def cmd(workdir):
+        return _cmd(workdir, [*DPO, f"--config.init_from={sft_dir}"], data)
+
+    ref = str(root / "dpo")
+    out = subprocess.run(cmd(ref), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert sorted(glob.glob(os.path.join(data, "lab_*", "lab_preferences_*"))) == labelled
+    evals = [r for r in read_metrics(ref) if "pairs/accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 3, 6]
+    assert evals[0]["pairs/loss"] == pytest.approx(np.log(2.0), abs=1e-5)  # policy = reference
+    assert "eval/format_rate" in evals[-1] and "pairs/gold_accuracy" in evals[-1]
+
+    killed = str(root / "dpo_killed")
+    _kill_once_checkpointed(cmd(killed), killed, step=2)
+    out = subprocess.run(cmd(killed), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "resumed" in out.stdout, out.stderr[-3000:]
+    import orbax.checkpoint as ocp
+
+    for item in ("params", "opt_state"):
+        a = ocp.StandardCheckpointer().restore(os.path.join(ref, "checkpoints", "6", item))
+        b = ocp.StandardCheckpointer().restore(os.path.join(killed, "checkpoints", "6", item))
+        jax.tree.map(np.testing.assert_array_equal, a, b)
+    assert read_metrics(ref) == read_metrics(killed)

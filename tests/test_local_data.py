@@ -51,7 +51,7 @@ def _run(workdir, args):
 
 
 def test_local_chain(files, tmp_path):
-    w = {k: str(tmp_path / k) for k in ("pretrain", "sft", "reward", "ppo")}
+    w = {k: str(tmp_path / k) for k in ("pretrain", "sft", "reward", "dpo", "ppo")}
     out = _run(w["pretrain"], ["--config=configs/local/pretrain_text.py", *SMALL,
                                f"--config.data.manual_dir={files / 'corpus'}",
                                "--config.num_steps=4", "--config.batch_size=8",
@@ -72,6 +72,14 @@ def test_local_chain(files, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     last = read_metrics(w["reward"])[-1]
     assert {"train/loss", "eval/accuracy"} <= set(last)
+    out = _run(w["dpo"], ["--config=configs/local/dpo_jsonl.py", *SMALL,
+                          f"--config.init_from={w['sft']}",
+                          f"--config.data.manual_dir={files / 'prefs'}",
+                          "--config.num_steps=2", "--config.batch_size=8",
+                          "--config.eval_every=2", "--config.eval.batch_size=8"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    evals = [r for r in read_metrics(w["dpo"]) if "pairs/accuracy" in r]
+    assert [r["step"] for r in evals] == [0, 2] and "train/margin" in evals[-1]
     out = _run(w["ppo"], ["--config=configs/local/ppo_jsonl.py",
                           "--config.model.vocab_size=400", f"--config.init_from={w['sft']}",
                           f"--config.reward_from={w['reward']}",

@@ -41,6 +41,12 @@ SITES = {
                ("analysis.sampling", "temperature", "temperature")),
     "ppo": (("data", "prompt_len", "prompt_len"), ("ppo", "max_new_tokens", "max_new_tokens"),
             ("ppo", "temperature", "temperature")),
+    # DPO samples the reward phase's comparisons (when they are not cached) and the probes.
+    "dpo": (("data", "prompt_len", "prompt_len"),
+            ("data", "max_new_tokens", "max_new_tokens"),
+            ("data", "temperature", "temperature"), ("data", "seq_len", "total"),
+            ("eval", "prompt_len", "prompt_len"), ("eval", "max_new_tokens", "max_new_tokens"),
+            ("eval", "temperature", "temperature")),
     "eval": (("eval", "prompt_len", "prompt_len"), ("eval", "max_new_tokens", "max_new_tokens"),
              ("eval", "temperature", "temperature"), ("eval", "score_len", "total")),
     "recall": (("", "prompt_len", "prompt_len"), ("", "max_new_tokens", "max_new_tokens")),

@@ -1,0 +1,83 @@
+"""Phase 3, without a reward model: DPO of the SFT policy on labelled comparisons.
+
+``config.init_from`` is the SFT workdir: the policy starts from it and it is the
+frozen reference. Lab data (``config.data.source="lab"``): the comparisons the
+reward phase collects with the same ``data`` and ``panel`` settings (the same
+SFT samples and labels, read from the shared data dir, or sampled and labelled
+here if absent). Local data (``"jsonl"``): preference JSONL or Anthropic HH
+files in ``config.data.manual_dir``, as the reward phase reads them.
+
+The loss is ``dpo.kind`` ("sigmoid", Rafailov et al.; "ipo", Azar et al.) at
+``dpo.beta`` with ``dpo.label_smoothing`` (conservative DPO). Eval steps log the
+held-out loss and implicit-reward accuracy against the labels
+(``pairs/accuracy``, ``pairs/margin``, ...) and, on the lab, against gold
+(``pairs/gold_accuracy``) and every probe metric of the policy's samples
+(``eval/...``); step 0 is the SFT policy itself.
+The checkpoint holds ``params`` like SFT's, so evaluation, sampling and export
+read a DPO run as they read an SFT one.
+"""
+
+from __future__ import annotations
+
+from rlhf_jax import runtime
+from rlhf_jax.data import corpora, tfds_builders
+from rlhf_jax.train import dpo, lm, lm_run
+
+
+def _preferences(config, workdir, tok, graphdef, sft, mesh):
+    """(train, held-out, gold-ordered held-out) preference records."""
+    if config.data.source == "lab":
+        from rlhf_jax.lab import preferences  # noqa: PLC0415
+
+        train_cols, eval_cols = preferences.lab_comparisons(config, workdir, tok, graphdef,
+                                                            sft, mesh)
+        return (preferences.records(train_cols, "label"),
+                preferences.records(eval_cols, "label"), preferences.records(eval_cols, "gold"))
+    train, held_out = corpora.load_local_dataset(
+        config, workdir, tfds_builders.build_preference_dataset, "preferences_jsonl",
+        "train.jsonl and optional validation.jsonl of preference or HH-RLHF records")
+    return train, held_out, []
+
+
+def run(config, workdir):
+    if not config.init_from:
+        raise ValueError("DPO starts from and is regularised towards an SFT policy: set "
+                         "config.init_from to an SFT workdir")
+    mesh, rules = runtime.mesh_and_rules(config)
+    tok = runtime.required_tokenizer(config, workdir, "dpo", "an SFT workdir")
+    graphdef, ref = lm.load_params(config.init_from, config.model, mesh, rules)
+    train, held_out, gold = _preferences(config, workdir, tok, graphdef, ref, mesh)
+    if not held_out:
+        raise ValueError("DPO needs held-out comparisons to evaluate on (a validation file)")
+    seq_len = config.data.seq_len
+    rows = dpo.pair_rows(tok, train, seq_len, label="training comparisons")
+    held_rows = dpo.pair_rows(tok, held_out, seq_len, label="held-out comparisons")
+    gold_rows = dpo.pair_rows(tok, gold, seq_len, label="gold-ordered pairs") if gold else None
+    print(f"dpo: {len(train)} training comparisons, {len(held_out)} held out; beta "
+          f"{config.dpo.beta}, {config.dpo.kind}, label smoothing {config.dpo.label_smoothing}",
+          flush=True)
+    cfg = config.dpo
+    objective = dpo.objective(cfg.beta, cfg.kind, cfg.label_smoothing)
+    probes = None
+    if config.data.source == "lab":
+        from rlhf_jax.lab import evaluate  # noqa: PLC0415
+
+        probes = evaluate.training_probes(config, workdir, tok)
+
+    compiled = {}
+
+    def evaluate_fn(trainer, params):
+        if "eval" not in compiled:
+            compiled["eval"] = dpo.make_eval_fn(trainer, cfg.beta, cfg.kind,
+                                                cfg.label_smoothing)
+        eval_fn = compiled["eval"]
+        out = dpo.evaluate_pairs(eval_fn, params, ref, held_rows, config.eval.batch_size, mesh)
+        if gold_rows is not None:
+            out["pairs/gold_accuracy"] = dpo.evaluate_pairs(
+                eval_fn, params, ref, gold_rows, config.eval.batch_size, mesh,
+                prefix="gold")["gold/accuracy"]
+        return out
+
+    lm_run.train_lm(config, workdir, train_rows=rows, eval_rows=held_rows, desc="dpo",
+                    extra_eval=probes, eval_at_start=True, objective=objective, frozen=(ref,),
+                    evaluate=evaluate_fn, prepare=dpo.trim)
