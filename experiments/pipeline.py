@@ -28,11 +28,10 @@ import time
 
 import jax
 
-from rlhf_jax import checkpoint, fingerprint, preemption, rundir, runtime
+from rlhf_jax import checkpoint, fingerprint, phases, preemption, rundir, runtime
 from rlhf_jax.lab import protocol
 
-PHASES = ("pretrain", "sft", "reward", "ppo")
-EVALS = (("base", "pretrain"), ("sft", "sft"), ("rlhf", "ppo"))
+PHASES = phases.ALL  # every phase folder a pipeline root may hold
 # The root's fingerprint binds the training phases; evaluation settings only decide
 # the evaluations, which are recomputed when they change.
 FINGERPRINT_EXCLUDE = ("eval",)
@@ -47,9 +46,10 @@ def extend_check(root: str, old: dict, new: dict, names: list[str]) -> None:
     """Refuses to extend a phase that a later phase has already trained from."""
     for name in names:
         phase = name.split(".", 1)[0]
-        if phase not in PHASES:
+        order = phases.training(new.get("algorithm", "ppo"))
+        if phase not in order:
             continue
-        later = [p for p in PHASES[PHASES.index(phase) + 1:]
+        later = [p for p in order[order.index(phase) + 1:]
                  if checkpoint.latest_step(os.path.join(root, p)) is not None]
         if later:
             raise rundir.ConfigMismatch(
@@ -70,11 +70,17 @@ def phase_configs(config, root: str, dirs: dict | None = None) -> dict:
     shares one seed's pretrain, sft and data between arms that differ in the panel."""
     dirs = dirs or layout(root)
     out = {}
-    for phase in PHASES:
+    for phase in phases.training(phases.algorithm(config)):
         sub = config[phase].copy_and_resolve_references()
         with sub.unlocked():
             sub.seed = config.seed
             sub.lab = config.lab.copy_and_resolve_references()
+            if phase == "dpo":
+                # The reward phase's comparisons: same panel and data settings, so the same
+                # cached samples and labels.
+                sub.data = config.reward.data.copy_and_resolve_references()
+                sub.panel = config.panel.copy_and_resolve_references()
+                sub.init_from = dirs["sft"]
             sub.data.data_dir = dirs["data"]
             if phase == "sft":
                 sub.init_from = dirs["pretrain"]
@@ -178,11 +184,12 @@ def _eval_config(config, root, name, phase, dirs: dict | None = None):
     return sub
 
 
-def run_phases(config, dirs: dict, timings: Timings, root: str, phases=PHASES,
+def run_phases(config, dirs: dict, timings: Timings, root: str, only=PHASES,
                prefix: str = "") -> None:
-    """Trains `phases` (those not finished) in `dirs`, timed under ``prefix + phase``."""
+    """Trains the phases in `only` (those not finished) in `dirs`, timed under
+    ``prefix + phase``."""
     for phase, sub in phase_configs(config, root, dirs).items():
-        if phase not in phases:
+        if phase not in only:
             continue
         preemption.check(f"starting the {prefix}{phase} phase")
         phase_dir = dirs[phase]
@@ -219,7 +226,7 @@ def run(config, workdir):
     timings = Timings(root)
     dirs = layout(root)
     run_phases(config, dirs, timings, root)
-    for name, phase in EVALS:
+    for name, phase in phases.evals(phases.algorithm(config)):
         run_eval(_eval_config(config, root, name, phase, dirs),
                  os.path.join(root, "eval", f"{name}.json"), timings, root, f"eval_{name}")
     preemption.check("writing the report")

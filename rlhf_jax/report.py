@@ -22,12 +22,13 @@ import os
 
 import numpy as np
 
+from rlhf_jax import phases as phase_table
 from rlhf_jax import report_plots as plots
 from rlhf_jax import report_run as run
 from rlhf_jax.metrics import METRICS_FILE, read_metrics
 from rlhf_jax.report_plots import Document
 
-PHASES = ("pretrain", "sft", "reward", "ppo")
+PHASES = phase_table.ALL
 CHECKPOINTS = (("base", "eval/base.json"), ("SFT", "eval/sft.json"),
                ("RLHF", "eval/rlhf.json"))
 ANALYSIS_FILE = "reward/report/reward_analysis.json"
@@ -487,6 +488,32 @@ def _ppo_section(doc: Document, inp: _Inputs):
               [[n, *map(_fmt, _ends(_series(recs, n))), m] for n, m in diagnostics])
 
 
+def _dpo_section(doc: Document, inp: _Inputs):
+    """DPO's trajectory: the implicit reward's agreement with the labels and with gold on
+    held-out pairs, and the policy's probe length and failure-mode rates at eval steps."""
+    doc.heading(2, "DPO")
+    recs = inp.phases["dpo"]
+    doc.para("DPO trains the SFT policy on the reward phase's comparisons directly; the "
+             "reward model only scores its samples (`proxy_reward`). Eval step 0 is the SFT "
+             "policy.")
+    doc.items([_change(f"`{n}` ({m})", *_ends(_series(recs, n))) for n, m in (
+        ("pairs/accuracy", "held-out pairs where the implicit reward agrees with the panel"),
+        ("pairs/gold_accuracy", "held-out pairs where it agrees with the gold reward"),
+        ("pairs/margin", "mean implicit-reward margin, chosen minus rejected"),
+        ("eval/mean_length", "words per probe response"),
+        ("eval/gold_reward", "gold reward of the probe responses"))])
+    rates = {m: _series(recs, f"eval/{m}") for m in FAILURE_RATES}
+    if any(x for x, _ in rates.values()):
+        doc.image("failure_modes", plots.rates(rates, "Failure-mode rates over DPO"),
+                  "failure-mode rates over DPO eval steps")
+    doc.items([_change(f"`{m}` ({MEANING[m]})", *_ends(rates[m])) for m in FAILURE_RATES])
+
+
+def _rl_section(doc: Document, inp: _Inputs):
+    """The RL phase this run trained: DPO's section where it ran, else PPO's."""
+    (_dpo_section if inp.phases["dpo"] else _ppo_section)(doc, inp)
+
+
 def _ends(series: plots.Series) -> tuple:
     return (series[1][0], series[1][-1]) if series[1] else (None, None)
 
@@ -519,7 +546,7 @@ def _build(doc: Document, inp: _Inputs):
     doc.para("Every number below is read from the files under this run's folder or computed "
              "from them; a section whose file is missing says so.")
     run.run_section(doc, inp.root, inp.missing)
-    for section in (_claims_section, _probe_section, _reward_section, _panel_section, _ppo_section,
+    for section in (_claims_section, _probe_section, _reward_section, _panel_section, _rl_section,
                     _sft_section):
         section(doc, inp)
     run.inputs_section(doc, inp.root)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 
-from rlhf_jax import fingerprint, ledger
+from rlhf_jax import fingerprint, ledger, phases
 from rlhf_jax.report_plots import Document
 
-PHASES = ("pretrain", "sft", "reward", "ppo")
+PHASES = phases.ALL
 EVALS = ("base", "sft", "rlhf")
 
 
