@@ -11,7 +11,10 @@ best-of-n against it, a PPO run and the RLHF checkpoint's probes, in
 ``seed<s>/<arm>/{reward,ppo,eval/rlhf.json}``. Arms differ only in the panel,
 except those that say otherwise: ``reward_arm`` trains PPO against another
 arm's reward model, ``ppo`` overrides PPO settings (the over-optimisation
-arm: a long run at a low, fixed KL coefficient).
+arm: a long run at a low, fixed KL coefficient; RLOO and GRPO arms set
+``ppo.advantage``), ``algorithm="dpo"`` trains DPO (``config.dpo``, with the
+arm's ``dpo`` overrides) on the arm's panel's labels instead of PPO, in
+``seed<s>/<arm>/dpo``.
 
 Every phase is a run of its own (locked, fingerprinted, resumed: rerunning the
 command finishes a killed run; a changed phase config is refused there). Then
@@ -28,6 +31,7 @@ import jax
 import ml_collections
 
 from experiments import pipeline
+from rlhf_jax import phases as phase_table
 from rlhf_jax import preemption, runtime
 from rlhf_jax.lab import annotators
 
@@ -52,20 +56,25 @@ def arm_config(config, seed: int, name: str | None):
     sub = ml_collections.ConfigDict()
     sub.experiment = "pipeline"
     sub.seed = seed
-    for field in ("lab", "pretrain", "sft", "reward", "ppo", "eval"):
-        sub[field] = config[field].copy_and_resolve_references()
+    for field in ("lab", "pretrain", "sft", "reward", "ppo", "dpo", "eval"):
+        if field in config:
+            sub[field] = config[field].copy_and_resolve_references()
     arm = config.arms[name] if name else config.arms[next(iter(config.arms))]
     overrides = dict(arm.get("panel_overrides", {}))
     sub.panel = annotators.panel_config(arm.panel, **overrides).copy_and_resolve_references()
+    sub.algorithm = arm.get("algorithm", "ppo") if name else "ppo"
+    phase_table.algorithm(sub)
     _merge(sub.ppo, arm.get("ppo", {}), f"config.arms.{name}.ppo")
+    if "dpo" in sub:
+        _merge(sub.dpo, arm.get("dpo", {}), f"config.arms.{name}.dpo")
     return sub
 
 
 def _merge(node, overrides, where: str) -> None:
-    """Sets `overrides` (nested like the PPO phase config) on `node`, field by field."""
+    """Sets `overrides` (nested like the phase config) on `node`, field by field."""
     for key, value in dict(overrides).items():
         if key not in node:
-            raise ValueError(f"{where}.{key}: not a field of the PPO phase config")
+            raise ValueError(f"{where}.{key}: not a field of the phase config")
         if isinstance(value, (dict, ml_collections.ConfigDict)):
             _merge(node[key], value, f"{where}.{key}")
         else:
@@ -74,24 +83,26 @@ def _merge(node, overrides, where: str) -> None:
 
 def seed_dirs(workdir: str, seed: int, name: str, reward_arm: str = "") -> dict:
     root = os.path.join(workdir, f"seed{seed}")
-    return {"pretrain": os.path.join(root, "pretrain"), "sft": os.path.join(root, "sft"),
-            "data": os.path.join(root, "data"),
-            "reward": os.path.join(root, reward_arm or name, "reward"),
-            "ppo": os.path.join(root, name, "ppo")}
+    out = {"pretrain": os.path.join(root, "pretrain"), "sft": os.path.join(root, "sft"),
+           "data": os.path.join(root, "data"),
+           "reward": os.path.join(root, reward_arm or name, "reward")}
+    out.update({a: os.path.join(root, name, a) for a in phase_table.ALGORITHMS})
+    return out
 
 
 def run(config, workdir):
     if not config.seeds:
         raise ValueError("config.seeds is empty: the claims are paired over seeds")
-    if "unbiased" not in config.arms:
-        raise ValueError("config.arms has no 'unbiased' arm: every panel claim is paired "
-                         "against it")
+    control = config.get("control", "unbiased")
+    if control not in config.arms:
+        raise ValueError(f"config.arms has no {control!r} arm (config.control): the claims "
+                         "are paired against it")
     names = arm_names(config)
     timings = pipeline.Timings(workdir)
     for seed in config.seeds:
         root = os.path.join(workdir, f"seed{seed}")
         shared = arm_config(config, seed, None)
-        dirs = seed_dirs(workdir, seed, "unbiased")
+        dirs = seed_dirs(workdir, seed, control)
         pipeline.run_phases(shared, dirs, timings, workdir, SHARED, prefix=f"seed{seed}/")
         for name, phase in (("base", "pretrain"), ("sft", "sft")):
             sub = pipeline._eval_config(shared, root, name, phase, dirs)
@@ -104,9 +115,10 @@ def run(config, workdir):
             arm = config.arms[name]
             sub = arm_config(config, seed, name)
             dirs = seed_dirs(workdir, seed, name, arm.get("reward_arm", ""))
-            phases = ("ppo",) if arm.get("reward_arm", "") else ("reward", "ppo")
+            rl = sub.algorithm
+            phases = (rl,) if arm.get("reward_arm", "") else ("reward", rl)
             pipeline.run_phases(sub, dirs, timings, workdir, phases, prefix=f"seed{seed}/{name}/")
-            ev = pipeline._eval_config(sub, root, "rlhf", "ppo", dirs)
+            ev = pipeline._eval_config(sub, root, "rlhf", rl, dirs)
             with ev.unlocked():  # the length share of the proxy gain over the SFT samples
                 ev.baseline_samples = os.path.join(root, "eval", "sft.json")
             pipeline.run_eval(ev, os.path.join(root, name, "eval", "rlhf.json"), timings,
@@ -155,7 +167,9 @@ def collect(config, workdir: str) -> dict:
             if analysis:
                 reward["panel/accuracy_ceiling_from_agreement"] = (
                     analysis.get("panel") or {}).get("accuracy_ceiling_from_agreement")
+            # "ppo": the eval records of the arm's RL phase, whichever algorithm it runs.
+            rl = dirs[config.arms[name].get("algorithm", "ppo")]
             res["arms"][name] = {"rlhf": metrics(os.path.join(root, name, "eval", "rlhf.json")),
-                                 "reward": reward or None, "ppo": _evals(dirs["ppo"])}
+                                 "reward": reward or None, "ppo": _evals(rl)}
         out[seed] = res
     return out

@@ -18,6 +18,7 @@ import os
 import numpy as np
 from matplotlib.figure import Figure
 
+from rlhf_jax import phases as phase_table
 from rlhf_jax import report_plots as plots
 from rlhf_jax.lab import claims as claims_lib
 from rlhf_jax.report_plots import Document
@@ -105,6 +106,57 @@ def _levels_section(doc: Document, results: dict, arms) -> None:
     doc.table(["metric", *[c for c, _ in cols]], body)
 
 
+ALGORITHM_ROWS = (("gold_reward", "gain"), ("proxy_reward", "level"), ("kl", "level"),
+                  ("mean_length", "gain"), ("eos_rate", "gain"), ("sycophancy_rate", "gain"),
+                  ("capitulation_rate", "gain"), ("flattery_rate", "gain"),
+                  ("hedge_rate", "gain"), ("over_refusal_benign", "gain"),
+                  ("over_refusal_risky", "gain"), ("hallucination_rate", "gain"))
+
+
+def algorithms_table(results: dict, arms, control: str | None = None) -> list[list[str]]:
+    """Per metric and arm: the mean [95% interval] over seeds of what the arm's RL phase
+    changed (RLHF − SFT, "gain") or of its level (proxy reward, KL to SFT). With
+    `control`, the paired difference of each from the control arm's, seed by seed."""
+    body = []
+    for name, kind in ALGORITHM_ROWS:
+        label = f"Δ {name} (RLHF − SFT)" if kind == "gain" else name
+        row = [label]
+        for arm in arms:
+            if kind == "gain":
+                value = (claims_lib.delta(arm, control, name) if control else
+                         lambda r, arm=arm: claims_lib.rlhf_gain(r, arm, name))
+            else:
+                value = (claims_lib.arm_gap(arm, control, name) if control else
+                         lambda r, arm=arm: claims_lib.rlhf_level(r, arm, name))
+            iv = claims_lib.interval([value(results[s]) for s in results])
+            row.append("n/a" if not iv["n"] else
+                       f"{_fmt(iv['mean'])} [{_fmt(iv['low'])}, {_fmt(iv['high'])}]")
+        body.append(row)
+    return body
+
+
+def _algorithms_section(doc: Document, results: dict, config) -> None:
+    arms = list(config.arms)
+    kinds = {a: phase_table.arm_algorithm(config.arms[a]) for a in arms}
+    if len(set(kinds.values())) < 2:
+        return
+    control = config.get("control", "unbiased")
+    doc.heading(2, "Algorithms")
+    doc.para("What each arm's RL phase did to the SFT policy of the same seed, mean "
+             "[Student-t 95% interval] over seeds. Arms of one panel share the SFT policy, "
+             "the labelled comparisons and the reward model (DPO learns from the labels "
+             "directly; its proxy is the reward model's score of its samples).")
+    heads = [f"{a} ({kinds[a]}, {config.arms[a].panel})" for a in arms]
+    doc.table(["metric", *heads], algorithms_table(results, arms))
+    others = [a for a in arms if a != control]
+    if control in arms and others:
+        doc.para(f"The same, each arm minus the control arm `{control}` ({kinds[control]}) "
+                 "on the same seed: an interval that excludes 0 is a difference the "
+                 "algorithm makes.")
+        doc.table(["metric", *[f"{a} − {control}" for a in others]],
+                  algorithms_table(results, others, control))
+
+
 def _band(ax, xs, ys, label, color):
     """Mean line and min–max band of per-seed series sampled at the same x."""
     common = sorted(set.intersection(*[set(x) for x in xs])) if xs else []
@@ -169,6 +221,7 @@ def write(workdir: str, config, results: dict, timings: dict | None = None) -> d
              f"{config.lab.protocol.max_new_tokens}, temperature "
              f"{config.lab.protocol.temperature}.")
     _claims_section(doc, rows, seeds)
+    _algorithms_section(doc, results, config)
     _reward_section(doc, results, arms)
     _levels_section(doc, results, arms)
     png = overoptimisation_plot(results, "overopt") if "overopt" in arms else None

@@ -111,3 +111,50 @@ def test_rerun_trains_nothing_and_rewrites_the_same_report(claims_run):
     assert "ppo 1/" not in out.stderr and "reward 1/" not in out.stderr
     assert out.stdout.count("finished earlier") == 2 * (2 + 2 * 2)  # shared + per arm
     assert (root / "report" / "claims.md").read_bytes() == before
+
+
+def test_algorithm_arms_reuse_the_panel_arms_and_get_a_table(claims_run):
+    # The algorithms preset adds RLOO, GRPO and DPO arms to the same seeds and panel arms:
+    # in the run above only their RL phases train. (Last in this file: it adds arms to the
+    # module's run.)
+    tmp_path = claims_run[0]
+    toy = ["--config=configs/lab/claims.py:algorithms", *TOY[1:],
+           "--config.dpo.num_steps=2", "--config.dpo.eval_every=2",
+           "--config.dpo.checkpoint_every=2", "--config.dpo.batch_size=8",
+           "--config.dpo.optim.warmup_steps=1"]
+    out = subprocess.run([sys.executable, "-m", "experiments.run", f"--workdir={tmp_path}",
+                          *toy], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-4000:]
+    for seed in (1, 2):
+        for phase in ("pretrain", "sft", "unbiased/reward", "length/reward", "length/ppo"):
+            assert f"pipeline: {phase.split('/')[-1]} finished earlier ({tmp_path}/seed{seed}/" \
+                   f"{phase})" in out.stdout
+        s = tmp_path / f"seed{seed}"
+        for arm, phase in (("length_rloo", "ppo"), ("length_grpo", "ppo"),
+                           ("length_dpo", "dpo")):
+            assert (s / arm / phase / "checkpoints").exists() and not (s / arm / "reward").exists()
+        # DPO learned from the length arm's labels: two labelled sets, one per panel.
+        assert len(glob.glob(str(s / "data" / "lab_*" / "lab_preferences_train_*"))) == 2
+    md = open(tmp_path / "report" / "claims.md").read()
+    section = md.split("## Algorithms", 1)[1].split("\n## ", 1)[0]
+    cells = []
+    for part in section.split("\n| metric")[1:]:  # changes from SFT, then minus PPO's
+        lines = part.splitlines()
+        cols = ["metric", *[c.strip() for c in lines[0].strip(" |").split("|")]]
+        row = next(ln for ln in lines if ln.startswith("| Δ mean_length"))
+        cells.append(dict(zip(cols, [c.strip() for c in row.strip("|").split("|")])))
+    from rlhf_jax.lab import claims as claims_lib
+
+    def gain(arm, s):
+        return (_metrics(tmp_path / f"seed{s}" / arm / "eval" / "rlhf.json")["mean_length"]
+                - _metrics(tmp_path / f"seed{s}" / "eval" / "sft.json")["mean_length"])
+
+    def cell(values):
+        iv = claims_lib.interval(values)
+        return f"{iv['mean']:+.3f} [{iv['low']:+.3f}, {iv['high']:+.3f}]"
+
+    assert cells[0]["length_dpo (dpo, length)"] == cell([gain("length_dpo", s) for s in (1, 2)])
+    assert cells[1]["length_dpo − length"] == cell(
+        [gain("length_dpo", s) - gain("length", s) for s in (1, 2)])
+    assert {"length (ppo, length)", "length_grpo (grpo, length)",
+            "length_rloo (rloo, length)"} <= set(cells[0])

@@ -2,11 +2,18 @@
 
     python -m experiments.run --config=configs/lab/claims.py --workdir=workdirs/claims
     python -m experiments.run --config=configs/lab/claims.py:headline --workdir=workdirs/headline
+    python -m experiments.run --config=configs/lab/claims.py:algorithms \
+        --workdir=workdirs/algorithms
 
 `default`: seeds 1-3, every arm (the unbiased control, the six single-bias
 panels, human_like, a noisy (tau 1.5) and a noiseless unbiased panel, and the
 over-optimisation arm). `headline`: seeds 1-3 and the arms of the headline
-rows only (unbiased, length, agreement, flattery, over-optimisation). A
+rows only (unbiased, length, agreement, flattery, over-optimisation).
+`algorithms`: seeds 1-3, PPO, RLOO, GRPO and DPO under the length panel (its
+bias shows in the headline run), against the same SFT policy, the same
+labelled comparisons and (RLOO, GRPO, and DPO's proxy scores) the same reward
+model; PPO's arm is the control (`config.control`), and the report adds the
+algorithms table (each arm's change from SFT, and its difference from PPO). A
 comma-separated list of arm names (`:unbiased,length`) runs those arms; the
 table then holds the rows whose arms are all there.
 
@@ -22,16 +29,33 @@ rerunning its command, and arms or seeds added later reuse what is done.
 import ml_collections
 
 from configs import quickstart
+from configs.lab import algorithms
 
 SINGLE_BIASES = ("length", "agreement", "flattery", "confidence", "caution", "no_verification")
 
 
 def _arm(panel: str, **fields) -> dict:
     return {"panel": panel, "panel_overrides": fields.pop("panel_overrides", {}),
-            "reward_arm": fields.pop("reward_arm", ""), "ppo": fields.pop("ppo", {})}
+            "reward_arm": fields.pop("reward_arm", ""), "ppo": fields.pop("ppo", {}),
+            "algorithm": fields.pop("algorithm", "ppo"), "dpo": fields.pop("dpo", {})}
+
+
+def algorithm_arms() -> dict:
+    """PPO under the length panel (the control) and RLOO, GRPO and DPO under the same panel,
+    reading the length arm's labels and reward model. RLOO and GRPO sample the same 32
+    sequences per iteration as PPO: 8 prompts, 4 samples each."""
+    group = {"group_size": 4}
+    return {"length": _arm("length"),
+            "length_rloo": _arm("length", reward_arm="length",
+                                ppo={"ppo": {"advantage": "rloo", **group}}),
+            "length_grpo": _arm("length", reward_arm="length", ppo={"ppo": {
+                "advantage": "grpo", "kl_in_loss": True, "kl_estimator": "k3", **group}}),
+            "length_dpo": _arm("length", reward_arm="length", algorithm="dpo")}
 
 
 def arms(preset: str) -> dict:
+    if preset == "algorithms":
+        return algorithm_arms()
     out = {"unbiased": _arm("unbiased")}
     singles = SINGLE_BIASES if preset == "default" else ("length", "agreement", "flattery")
     out.update({b: _arm(b) for b in singles})
@@ -48,11 +72,12 @@ def arms(preset: str) -> dict:
 
 
 def get_config(arg=None):
-    """`arg`: "default", "headline", or comma-separated arm names of the default preset
-    (``unbiased,length``: those arms only, e.g. to add a claim's arms one at a time)."""
+    """`arg`: "default", "headline", "algorithms", or comma-separated arm names of the
+    default preset (``unbiased,length``: those arms only, e.g. to add a claim's arms one at
+    a time)."""
     preset = arg or "default"
     chosen = None
-    if preset not in ("default", "headline"):
+    if preset not in ("default", "headline", "algorithms"):
         chosen = [a.strip() for a in preset.split(",") if a.strip()]
         unknown = [a for a in chosen if a not in arms("default")]
         if unknown:
@@ -63,6 +88,7 @@ def get_config(arg=None):
     del config["panel"]  # each arm names its own
     config.experiment = "claims"
     config.preset = preset
+    config.control = "length" if preset == "algorithms" else "unbiased"  # the paired arm
     config.seeds = (1, 2, 3)
     # 64 probe samples per family: the default world holds 72 benign requests, 32 of them
     # training prompts, so 32 probe prompts per family with 2 samples each.
@@ -74,6 +100,15 @@ def get_config(arg=None):
     config.reward.checkpoint_every = 40
     config.reward.analysis.best_of_n = (1, 2, 4, 8, 16, 32, 64)
     config.reward.analysis.num_prompts = 128
+    if preset == "algorithms":
+        # Best-of-n is the over-optimisation rows' (not measured here): a shorter sweep.
+        config.reward.analysis.best_of_n = (1, 2, 4, 8, 16)
+        config.reward.analysis.num_prompts = 64
+        config.dpo = algorithms.dpo_phase_config()
+        # 1,408 comparisons: about 2 passes at 32 pairs a step.
+        config.dpo.num_steps = 90
+        config.dpo.eval_every = 30
+        config.dpo.checkpoint_every = 30
     every = arms("default" if chosen else preset)
     config.arms = ml_collections.ConfigDict(
         {a: every[a] for a in chosen} if chosen else every)

@@ -104,6 +104,11 @@ def rlhf_gain(r, arm: str, name: str):
     return _sub(_get(r["arms"].get(arm, {}).get("rlhf"), name), _get(r["sft"], name))
 
 
+def rlhf_level(r, arm: str, name: str):
+    """A metric of one arm's RLHF checkpoint (KL to SFT, proxy reward)."""
+    return _get(r["arms"].get(arm, {}).get("rlhf"), name)
+
+
 def delta(arm_t: str, arm_c: str, name: str):
     """Δ(RLHF − SFT) of the treatment arm minus that of the control arm."""
     return lambda r: _sub(rlhf_gain(r, arm_t, name), rlhf_gain(r, arm_c, name))
