@@ -22,7 +22,7 @@ from experiments import run as runner
 from rlhf_jax import checkpoint, sharding
 from rlhf_jax.data.tokenizer import Tokenizer
 from rlhf_jax.models import ModelConfig, default_model_config, hf_export, hf_import, hf_init, init
-from rlhf_jax.train import lm
+from rlhf_jax.train import dpo, lm, ppo_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,10 +55,23 @@ def _module(path):
     return module
 
 
-def test_nine_config_files_one_per_model_and_phase():
+# Model name in real.MODELS -> its prefix in configs/real/ file names.
+FILE_MODEL = {"tinyllama": "tinyllama", "gemma_2b": "gemma2b", "llama2_7b": "llama2_7b"}
+
+
+def test_config_files_one_per_model_and_phase():
+    """Nine files (every model's sft, reward, ppo) and four more: dpo and grpo of the
+    models EXTRA_PHASES names (tinyllama, gemma_2b)."""
     names = {os.path.basename(f)[:-3] for f in FILES}
-    assert names == {f"{m}_{p}" for m in ("tinyllama", "gemma2b", "llama2_7b")
-                     for p in real.PHASES}
+    base = {f"{FILE_MODEL[m]}_{p}" for m in real.MODELS for p in real.PHASES}
+    extra = {f"{FILE_MODEL[m]}_{p}" for p, models in real.EXTRA_PHASES.items() for m in models}
+    assert len(base) == 9 and len(extra) == 4
+    assert names == base | extra
+    for path in FILES:  # each file is the phase_config its name says
+        model = {v: k for k, v in FILE_MODEL.items()}[os.path.basename(path)[:-3].rsplit(
+            "_", 1)[0]]
+        phase = os.path.basename(path)[:-3].rsplit("_", 1)[1]
+        assert _module(path).get_config("v4-32") == real.phase_config(model, phase, "v4-32")
 
 
 @pytest.mark.parametrize("model", sorted(real.MODELS))
@@ -79,12 +92,25 @@ def test_config_loads_validates_and_fits_its_mesh(path, hardware):
     assert real.mesh_size(config) == real.HARDWARE[hardware]["devices"]
     split = real.batch_devices(config)
     if config.experiment == "ppo":
+        ppo_config.check_ppo_config(config.ppo)
         assert config.ppo.rollout_batch_size // config.ppo.num_minibatches % split == 0
         assert config.data.prompt_len + config.ppo.max_new_tokens <= cfg.max_len
+        if config.ppo.advantage == "grpo":  # a rollout is whole groups of samples
+            assert config.ppo.group_size >= 2
+            assert config.ppo.rollout_batch_size % config.ppo.group_size == 0
+            assert config.ppo.kl_in_loss and config.ppo.kl_estimator == "k3"
+            assert "value_from" not in config
+        else:
+            assert config.ppo.advantage == "gae" and config.value_from == "reward"
     else:
+        assert config.experiment in ("sft", "reward", "dpo")
+        # dpo, like reward, counts pairs: a microbatch of pairs splits over the devices
         assert config.batch_size // config.optim.accumulation_steps % split == 0
         assert config.data.seq_len <= cfg.max_len
         assert config.data.source == "jsonl"
+    if config.experiment == "dpo":
+        dpo.objective(config.dpo.beta, config.dpo.kind, config.dpo.label_smoothing)  # valid
+        assert config.eval.batch_size % split == 0
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: os.path.basename(p)[:-3])
@@ -103,8 +129,12 @@ def test_docstring_memory_figures_equal_memory_plan(path):
 def test_config_argument_errors():
     with pytest.raises(ValueError, match="'v3-8' is not a hardware preset; pass one of"):
         real.phase_config("tinyllama", "sft", "v3-8")
-    with pytest.raises(ValueError, match="unknown phase 'dpo'"):
-        real.phase_config("tinyllama", "dpo", "v4-32")
+    with pytest.raises(ValueError, match="unknown phase 'a2c'; expected one of"):
+        real.phase_config("tinyllama", "a2c", "v4-32")
+    for phase in ("dpo", "grpo"):
+        with pytest.raises(ValueError, match=f"phase '{phase}' has no real config for model "
+                           "'llama2_7b'; it exists for tinyllama, gemma_2b"):
+            real.phase_config("llama2_7b", phase, "v4-32")
     with pytest.raises(ValueError, match="unknown model 'gpt2'"):
         real.model_config("gpt2")
     import_hf = _module(os.path.join(ROOT, "configs", "real", "import_hf.py"))

@@ -3,8 +3,9 @@
 A real config file is ``<model>_<phase>.py`` and calls ``phase_config(model,
 phase, hardware)``; ``hardware`` is the ``:arg`` of ``--config=file.py:arg``,
 one of ``HARDWARE``. The per-model, per-hardware numbers (mesh, batch,
-accumulation) live in ``LAYOUTS``, so the nine files stay a docstring and a
-call.
+accumulation) live in ``LAYOUTS``, so the files stay a docstring and a call.
+Every model has the three phases of ``PHASES``; the phases of ``EXTRA_PHASES``
+(DPO, GRPO) exist for the models it names.
 
 Model shapes are the published architectures, written as constants (the
 tests derive the same ModelConfig from each model's ``config.json`` with
@@ -21,6 +22,10 @@ Data (all local, nothing is downloaded):
   ``validation`` split; any other file becomes an unused split).
 - PPO: ``data.prompts_file`` is a JSONL of ``{"messages": [...]}`` prompts
   ending with a user turn (or ``{"prompt": str}``).
+- DPO: the reward phase's preference files (``data.manual_dir`` of HH
+  ``train.jsonl`` and ``validation.jsonl``, or preference JSONL), read the same way.
+- GRPO: PPO's prompts file (``data.prompts_file``); it scores with the reward
+  phase's model (``reward_from``) and trains no value model.
 """
 
 from __future__ import annotations
@@ -63,19 +68,29 @@ HARDWARE = {
     "v5e-64": dict(devices=64, hbm_gib=16, what="TPU v5e-64 slice: 16 hosts, 64 chips"),
     "gpu-8": dict(devices=8, hbm_gib=80, what="one host with 8 x 80 GB GPUs (H100/A100)"),
 }
+# Every model's phases; EXTRA_PHASES: phase -> the models that have it (a layout below).
 PHASES = ("sft", "reward", "ppo")
+EXTRA_PHASES = {"dpo": ("tinyllama", "gemma_2b"), "grpo": ("tinyllama", "gemma_2b")}
+GRPO_GROUP_SIZE = 4  # samples per prompt
 
-# (model, hardware) -> mesh (data, fsdp, tensor) and global batches. sft/reward:
-# (batch_size, accumulation_steps), reward counting pairs; ppo: (rollout_batch_size,
-# num_minibatches). Every microbatch (minibatch) splits evenly over data x fsdp, and the
+# (model, hardware) -> mesh (data, fsdp, tensor) and global batches. sft/reward/dpo:
+# (batch_size, accumulation_steps), reward and dpo counting pairs; ppo/grpo:
+# (rollout_batch_size, num_minibatches), grpo's rollout counting sequences (prompts x
+# GRPO_GROUP_SIZE). Every microbatch (minibatch) splits evenly over data x fsdp, and the
 # estimated total stays below the device's memory with room for XLA's temporaries.
 LAYOUTS = {
-    ("tinyllama", "v4-32"): dict(mesh=(1, 16, 1), sft=(32, 1), reward=(32, 2), ppo=(64, 2)),
-    ("tinyllama", "v5e-64"): dict(mesh=(4, 8, 2), sft=(64, 1), reward=(64, 2), ppo=(128, 2)),
-    ("tinyllama", "gpu-8"): dict(mesh=(1, 8, 1), sft=(32, 1), reward=(32, 2), ppo=(64, 2)),
-    ("gemma_2b", "v4-32"): dict(mesh=(1, 16, 1), sft=(32, 2), reward=(32, 2), ppo=(64, 4)),
-    ("gemma_2b", "v5e-64"): dict(mesh=(1, 64, 1), sft=(64, 1), reward=(64, 1), ppo=(128, 2)),
-    ("gemma_2b", "gpu-8"): dict(mesh=(1, 8, 1), sft=(32, 1), reward=(32, 2), ppo=(64, 2)),
+    ("tinyllama", "v4-32"): dict(mesh=(1, 16, 1), sft=(32, 1), reward=(32, 2), ppo=(64, 2),
+                                 dpo=(64, 4), grpo=(256, 4)),
+    ("tinyllama", "v5e-64"): dict(mesh=(4, 8, 2), sft=(64, 1), reward=(64, 2), ppo=(128, 2),
+                                  dpo=(64, 2), grpo=(256, 4)),
+    ("tinyllama", "gpu-8"): dict(mesh=(1, 8, 1), sft=(32, 1), reward=(32, 2), ppo=(64, 2),
+                                 dpo=(64, 4), grpo=(256, 8)),
+    ("gemma_2b", "v4-32"): dict(mesh=(1, 16, 1), sft=(32, 2), reward=(32, 2), ppo=(64, 4),
+                                dpo=(64, 4), grpo=(256, 8)),
+    ("gemma_2b", "v5e-64"): dict(mesh=(1, 64, 1), sft=(64, 1), reward=(64, 1), ppo=(128, 2),
+                                 dpo=(64, 1), grpo=(256, 2)),
+    ("gemma_2b", "gpu-8"): dict(mesh=(1, 8, 1), sft=(32, 1), reward=(32, 2), ppo=(64, 2),
+                                dpo=(64, 4), grpo=(256, 8)),
     ("llama2_7b", "v4-32"): dict(mesh=(1, 8, 2), sft=(32, 4), reward=(32, 4), ppo=(64, 4)),
     ("llama2_7b", "v5e-64"): dict(mesh=(1, 16, 4), sft=(64, 4), reward=(64, 4), ppo=(128, 4)),
     ("llama2_7b", "gpu-8"): dict(mesh=(1, 8, 1), sft=(32, 2), reward=(32, 4), ppo=(64, 4)),
@@ -117,12 +132,42 @@ def _data(seq_len: int) -> ml_collections.ConfigDict:
     return data
 
 
+def _check_phase(model: str, phase: str, layout) -> None:
+    if phase not in PHASES and phase not in EXTRA_PHASES:
+        raise ValueError(f"unknown phase {phase!r}; expected one of "
+                         f"{list(PHASES) + list(EXTRA_PHASES)}")
+    if phase in EXTRA_PHASES and (model not in EXTRA_PHASES[phase] or phase not in layout):
+        raise ValueError(f"phase {phase!r} has no real config for model {model!r}; it exists "
+                         f"for {', '.join(EXTRA_PHASES[phase])}")
+
+
+def _ppo_phase(config, layout, phase: str) -> None:
+    """PPO's fields; ``phase="grpo"``: group-normalised advantages, KL in the loss."""
+    config.reward_from = ""
+    config.data = ml_collections.ConfigDict({
+        "source": "jsonl", "data_dir": "", "prompt_len": PPO_PROMPT_LEN,
+        "prompts_file": "", "eval_fraction": 0.02})
+    config.ppo = ppo_config()
+    config.ppo.rollout_batch_size, config.ppo.num_minibatches = layout[phase]
+    config.ppo.max_new_tokens = PPO_NEW_TOKENS
+    config.ppo.policy_optim.learning_rate = 1e-6
+    if phase == "grpo":
+        # DeepSeekMath (Shao et al. 2024): k3 KL in the loss at a fixed beta of 0.04.
+        config.ppo.update(advantage="grpo", group_size=GRPO_GROUP_SIZE, kl_in_loss=True,
+                          kl_estimator="k3", kl_coef=0.04, adaptive_kl=False)
+    else:
+        config.value_from = "reward"
+        config.ppo.kl_coef = 0.05
+        config.ppo.value_optim.learning_rate = 5e-6
+    config.num_steps = 200
+    config.log_every, config.eval_every, config.checkpoint_every = 1, 50, 10
+
+
 def phase_config(model: str, phase: str, hardware) -> ml_collections.ConfigDict:
-    """The config of ``phase`` (sft, reward or ppo) for ``model`` on ``hardware``."""
+    """The config of ``phase`` (sft, reward, ppo, dpo or grpo) for ``model`` on ``hardware``."""
     layout = LAYOUTS[(model, check_hardware(hardware))]
-    if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; expected one of {list(PHASES)}")
-    config = common.base_config(phase)
+    _check_phase(model, phase, layout)
+    config = common.base_config("ppo" if phase == "grpo" else phase)
     config.hardware = hardware
     config.mesh = _mesh(layout)
     config.model = model_config(model)
@@ -144,20 +189,17 @@ def phase_config(model: str, phase: str, hardware) -> ml_collections.ConfigDict:
         config.log_every, config.eval_every, config.checkpoint_every = 10, 500, 250
         config.optim.update(learning_rate=1e-5, warmup_steps=50, weight_decay=0.0)
         config.eval = ml_collections.ConfigDict({"batch_size": config.batch_size})
+    elif phase == "dpo":
+        config.data = _data(REWARD_SEQ_LEN)  # the reward phase's comparisons
+        config.batch_size, config.optim.accumulation_steps = layout["dpo"]  # pairs per step
+        config.dpo = ml_collections.ConfigDict({"beta": 0.1, "kind": "sigmoid",
+                                                "label_smoothing": 0.0})
+        config.num_steps = 1000
+        config.log_every, config.eval_every, config.checkpoint_every = 10, 200, 200
+        config.optim.update(learning_rate=5e-7, warmup_steps=50, weight_decay=0.0)
+        config.eval = ml_collections.ConfigDict({"batch_size": config.batch_size})
     else:
-        config.reward_from = ""
-        config.value_from = "reward"
-        config.data = ml_collections.ConfigDict({
-            "source": "jsonl", "data_dir": "", "prompt_len": PPO_PROMPT_LEN,
-            "prompts_file": "", "eval_fraction": 0.02})
-        config.ppo = ppo_config()
-        config.ppo.rollout_batch_size, config.ppo.num_minibatches = layout["ppo"]
-        config.ppo.max_new_tokens = PPO_NEW_TOKENS
-        config.ppo.kl_coef = 0.05
-        config.ppo.policy_optim.learning_rate = 1e-6
-        config.ppo.value_optim.learning_rate = 5e-6
-        config.num_steps = 200
-        config.log_every, config.eval_every, config.checkpoint_every = 1, 50, 10
+        _ppo_phase(config, layout, phase)
     return config
 
 
@@ -174,24 +216,31 @@ def memory_plan_for(config) -> dict:
 
     SFT trains one model. The reward run keeps the SFT parameters it starts
     from next to the reward model (2 resident, 1 trained; rows = 2 per pair).
-    PPO holds policy, value, reference and reward model (4 resident, 2
-    trained) on minibatches of prompt + response tokens. Value and reward
-    models are counted as full LMs (their head is smaller than an LM head).
+    DPO holds the policy and its frozen reference (2 resident, 1 trained; rows
+    = 2 per pair; the reference's own forward pass is not counted). PPO holds
+    policy, value, reference and reward model (4 resident, 2 trained) on
+    minibatches of prompt + response tokens; GRPO (any critic-free
+    ``ppo.advantage``) the same without the value model (3 resident, 1
+    trained). Value and reward models are counted as full LMs (their head is
+    smaller than an LM head). Accumulation (sft, reward, dpo) divides the rows
+    of a step and keeps a second gradient copy.
     """
     devices = batch_devices(config)
     rules = sharding.normalize_rules(config.sharding_rules)
     mesh = {k: config.mesh[k] for k in sharding.MESH_AXES}
     if config.experiment == "ppo":
         rows = config.ppo.rollout_batch_size // config.ppo.num_minibatches
+        critic = config.ppo.get("advantage", "gae") == "gae"
         return memory.memory_plan(
             config.model, mesh, rules, batch_per_device=max(rows // devices, 1),
             seq_len=config.data.prompt_len + config.ppo.max_new_tokens,
-            num_models=4, num_trained=2)
+            num_models=4 if critic else 3, num_trained=2 if critic else 1)
     accumulation = int(config.optim.accumulation_steps)
-    rows = config.batch_size * (2 if config.experiment == "reward" else 1) // accumulation
+    pairs = config.experiment in ("reward", "dpo")
+    rows = config.batch_size * (2 if pairs else 1) // accumulation
     return memory.memory_plan(
         config.model, mesh, rules, batch_per_device=max(rows // devices, 1),
-        seq_len=config.data.seq_len, num_models=2 if config.experiment == "reward" else 1,
+        seq_len=config.data.seq_len, num_models=2 if pairs else 1,
         num_trained=1, accumulation_steps=accumulation)
 
 
