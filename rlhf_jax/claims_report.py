@@ -124,10 +124,10 @@ def algorithms_table(results: dict, arms, control: str | None = None) -> list[li
         for arm in arms:
             if kind == "gain":
                 value = (claims_lib.delta(arm, control, name) if control else
-                         lambda r, arm=arm: claims_lib.rlhf_gain(r, arm, name))
+                         lambda r, arm=arm, name=name: claims_lib.rlhf_gain(r, arm, name))
             else:
                 value = (claims_lib.arm_gap(arm, control, name) if control else
-                         lambda r, arm=arm: claims_lib.rlhf_level(r, arm, name))
+                         lambda r, arm=arm, name=name: claims_lib.rlhf_level(r, arm, name))
             iv = claims_lib.interval([value(results[s]) for s in results])
             row.append("n/a" if not iv["n"] else
                        f"{_fmt(iv['mean'])} [{_fmt(iv['low'])}, {_fmt(iv['high'])}]")
