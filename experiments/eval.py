@@ -36,11 +36,6 @@ RECOMPUTED = True  # every run rewrites its whole output; the runner never refus
 OUTPUTS = "config.json, metrics.jsonl, report/probes.json"
 
 
-def load_policy(workdir, mesh, rules):
-    """(graphdef, params, run config): see :func:`rlhf_jax.train.lm.load_policy`."""
-    return lm.load_policy(workdir, mesh, rules)
-
-
 def check_lab_run(run_config, workdir: str) -> None:
     """This evaluation scores the lab's probes: a run on other data is refused."""
     source = (run_config.get("data") or {}).get("source")
@@ -80,7 +75,7 @@ def run(config, workdir):
         raise ValueError("config.checkpoint must name the workdir of the run to evaluate")
     mesh, rules = runtime.mesh_and_rules(config)
     check_lab_run(runtime.read_config(config.checkpoint), config.checkpoint)
-    graphdef, params, _ = load_policy(config.checkpoint, mesh, rules)
+    graphdef, params, _ = lm.load_policy(config.checkpoint, mesh, rules)
     tok = runtime.resolve_tokenizer(workdir, init_from=config.checkpoint)
     data_dir = config.data.data_dir or os.path.join(workdir, "data")
     prompts = datasets.load_prompts(config.lab, data_dir, config.split)
@@ -113,7 +108,7 @@ def run(config, workdir):
         raise ValueError("config.baseline_samples needs config.reward_from: the length share "
                          "compares both sets' scores under one reward model")
     if config.reference:
-        ref_graphdef, ref, _ = load_policy(config.reference, mesh, rules)
+        ref_graphdef, ref, _ = lm.load_policy(config.reference, mesh, rules)
         t = config.eval.temperature or 1.0
         lp = generate.sequence_logprobs(graphdef, params, gen, t,
                                         batch_size=config.eval.batch_size,

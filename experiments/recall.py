@@ -19,6 +19,7 @@ import os
 import jax
 
 from rlhf_jax import generate, runtime, sampling
+from rlhf_jax.train import lm
 
 
 def lab_config(config):
@@ -38,7 +39,6 @@ RECOMPUTED = True  # every run rewrites its whole output; the runner never refus
 
 
 def run(config, workdir):
-    from experiments.eval import load_policy  # noqa: PLC0415
     from rlhf_jax.lab import datasets, recall  # noqa: PLC0415
 
     checkpoints = [c for c in str(config.checkpoints).split(",") if c]
@@ -50,7 +50,7 @@ def run(config, workdir):
     print(f"recall: {len(asks)} easy facts no training prompt asks", flush=True)
     results = {"num_facts": len(asks), "checkpoints": {}}
     for path in checkpoints:
-        graphdef, params, _ = load_policy(path, mesh, rules)
+        graphdef, params, _ = lm.load_policy(path, mesh, rules)
         tok = runtime.resolve_tokenizer(path)  # each checkpoint's own, never another's
         if tok is None:
             raise FileNotFoundError(f"{path} has no {runtime.TOKENIZER_FILE}; is it the "
