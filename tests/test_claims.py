@@ -126,7 +126,7 @@ def test_algorithm_arms_reuse_the_panel_arms_and_get_a_table(claims_run):
                           *toy], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-4000:]
     for seed in (1, 2):
-        for phase in ("pretrain", "sft", "unbiased/reward", "length/reward", "length/ppo"):
+        for phase in ("pretrain", "sft", "length/reward", "length/ppo"):
             assert f"pipeline: {phase.split('/')[-1]} finished earlier ({tmp_path}/seed{seed}/" \
                    f"{phase})" in out.stdout
         s = tmp_path / f"seed{seed}"

@@ -322,3 +322,25 @@ def test_bad_files_raise_errors_that_name_them(tmp_path):
     with pytest.raises(ValueError, match=r"reward_analysis\.json: best_of_n\[0\]: expected an "
                                          "integer 'n' and a number 'kl' >= 0"):
         report.write_report(root)
+
+
+def test_a_dpo_run_gets_the_dpo_section_from_its_files(tmp_path):
+    root = make_root(tmp_path / "run")
+    shutil.rmtree(f"{root}/ppo")
+    _jsonl(f"{root}/dpo/metrics.jsonl", [
+        {"step": 0, "pairs/accuracy": 0.5, "pairs/gold_accuracy": 0.5, "pairs/margin": 0.0,
+         "eval/mean_length": 10.75, "eval/gold_reward": -0.1, "eval/sycophancy_rate": 0.0625},
+        {"step": 30, "train/loss": 0.69, "train/margin": 0.01},
+        {"step": 60, "pairs/accuracy": 0.5547, "pairs/gold_accuracy": 0.4981,
+         "pairs/margin": 0.0723, "eval/mean_length": 27.455, "eval/gold_reward": -0.508,
+         "eval/sycophancy_rate": 0.125}])
+    md = open(report.write_report(root)["md"]).read()
+    assert "## PPO" not in md
+    section = md.split("## DPO", 1)[1].split("\n## ", 1)[0]
+    for line in ("`pairs/accuracy` (held-out pairs where the implicit reward agrees with the "
+                 "panel) rose from 0.500 to 0.555",
+                 "`pairs/gold_accuracy` (held-out pairs where it agrees with the gold reward) "
+                 "fell from 0.500 to 0.498",
+                 "`eval/mean_length` (words per probe response) rose from 10.750 to 27.455",
+                 "`sycophancy_rate`"):
+        assert line in section, line
