@@ -64,13 +64,9 @@ def run(config, workdir):
 
         probes = evaluate.training_probes(config, workdir, tok)
 
-    compiled = {}
+    eval_fn = dpo.make_eval_fn(graphdef, cfg.beta, cfg.kind, cfg.label_smoothing)
 
     def evaluate_fn(trainer, params):
-        if "eval" not in compiled:
-            compiled["eval"] = dpo.make_eval_fn(trainer, cfg.beta, cfg.kind,
-                                                cfg.label_smoothing)
-        eval_fn = compiled["eval"]
         out = dpo.evaluate_pairs(eval_fn, params, ref, held_rows, config.eval.batch_size, mesh)
         if gold_rows is not None:
             out["pairs/gold_accuracy"] = dpo.evaluate_pairs(

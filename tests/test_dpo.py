@@ -122,7 +122,7 @@ def test_evaluation_leaves_the_filler_pairs_out(tok):
     params = trainer.init_state(jax.random.key(3))["params"]
     ref = jax.tree.map(lambda x: x * 1.1, params)
     rows = dpo.pair_rows(tok, _records(13), 96)
-    eval_fn = dpo.make_eval_fn(trainer, 0.1)
+    eval_fn = dpo.make_eval_fn(trainer.graphdef, 0.1)
     got = dpo.evaluate_pairs(eval_fn, params, ref, rows, 8, mesh)
     loss, stats = eval_fn(params, ref, {k: jnp.asarray(v) for k, v in rows.items()})
     assert got["pairs/loss"] == pytest.approx(float(np.mean(loss)), rel=1e-5)

@@ -252,21 +252,22 @@ def preference_batch(tok, records, max_len: int, truncation: str = "left_prompt"
     return {"tokens": tokens, "mask": mask}
 
 
-def trim_padding(batch: dict, bucket: int = 32) -> dict:
-    """Right-padded ``tokens``/``mask`` [..., L] cut to the used length, rounded up to a
-    multiple of `bucket` (at most L).
+def trim_padding(batch: dict, bucket: int = 32, used: str = "mask",
+                 keys: tuple[str, ...] = ("tokens", "mask")) -> dict:
+    """Right-padded ``keys`` arrays [..., L] cut to the columns `used` marks (non-zero in
+    some row), rounded up to a multiple of `bucket` (at most L); other entries unchanged.
 
-    Exact for a causal model read at the last ``mask == 1`` position: the cut columns are
-    padding after every row's end, which no kept position attends to. Rounding keeps the
-    number of distinct shapes (and so of compilations) to L / bucket.
+    Exact for a causal model read at the last real position (a reward model's EOS, a
+    response's log-probs): the cut columns are padding after every row's end, which no
+    kept position attends to. Rounding keeps the number of distinct shapes (and so of
+    compilations) to L / bucket.
     """
-    mask = np.asarray(batch["mask"])
-    full = mask.shape[-1]
-    used = np.nonzero(mask.reshape(-1, full).any(0))[0]
-    length = int(used[-1]) + 1 if len(used) else 1
+    mark = np.asarray(batch[used])
+    full = mark.shape[-1]
+    cols = np.nonzero(mark.reshape(-1, full).any(0))[0]
+    length = int(cols[-1]) + 1 if len(cols) else 1
     keep = min(full, -(-length // bucket) * bucket)
-    return {k: (np.asarray(v)[..., :keep] if k in ("tokens", "mask") else v)
-            for k, v in batch.items()}
+    return {k: (np.asarray(v)[..., :keep] if k in keys else v) for k, v in batch.items()}
 
 
 def ranked_batch(tok, records, max_len: int, truncation: str = "left_prompt",

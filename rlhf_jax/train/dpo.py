@@ -59,13 +59,10 @@ def pair_rows(tok, records: list[jsonl.PreferenceRecord], max_len: int,
 
 
 def trim(batch: dict, bucket: int = 32) -> dict:
-    """A pair batch cut after its longest row, rounded up to `bucket` columns: exact, since
-    the cut columns are padding no kept position attends to."""
-    used = np.nonzero(np.asarray(batch["segment_ids"]).reshape(-1, batch["tokens"].shape[-1])
-                      .any(0))[0]
-    length = int(used[-1]) + 1 if len(used) else 1
-    keep = min(batch["tokens"].shape[-1], -(-length // bucket) * bucket)
-    return {k: np.asarray(v)[..., :keep] for k, v in batch.items()}
+    """A pair batch cut after its longest row, rounded up to `bucket` columns (exact:
+    :func:`batching.trim_padding` on the real tokens' segment ids)."""
+    return batching.trim_padding(batch, bucket, used="segment_ids",
+                                 keys=("tokens", "segment_ids", "loss_mask"))
 
 
 def sequence_logprobs(graphdef, params, batch) -> jax.Array:
@@ -79,6 +76,17 @@ def sequence_logprobs(graphdef, params, batch) -> jax.Array:
     return jnp.sum(logp * weights[:, 1:], axis=-1).reshape(lead)
 
 
+def pair_losses(graphdef, params, ref_params, batch, beta, kind="sigmoid",
+                label_smoothing=0.0):
+    """Per-pair DPO losses [B] and the implicit-reward statistics of ``STATS`` ({name: [B]});
+    the reference's log-probs carry no gradient."""
+    ref = jax.lax.stop_gradient(sequence_logprobs(graphdef, ref_params, batch))
+    pol = sequence_logprobs(graphdef, params, batch)
+    loss, stats = losses.dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], beta, kind,
+                                  label_smoothing)
+    return loss, {k: stats[k] for k in STATS}
+
+
 def objective(beta: float, kind: str = "sigmoid", label_smoothing: float = 0.0) -> lm.Objective:
     """The DPO objective over pairs; the reference params are its one frozen tree."""
     if beta <= 0:
@@ -89,30 +97,19 @@ def objective(beta: float, kind: str = "sigmoid", label_smoothing: float = 0.0) 
         raise ValueError("dpo.label_smoothing applies to kind='sigmoid' only; IPO has none")
 
     def sums(graphdef, params, batch, ref_params):
-        ref = jax.lax.stop_gradient(sequence_logprobs(graphdef, ref_params, batch))
-        pol = sequence_logprobs(graphdef, params, batch)
-        per_pair, stats = losses.dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], beta,
-                                          kind, label_smoothing)
+        per_pair, stats = pair_losses(graphdef, params, ref_params, batch, beta, kind,
+                                      label_smoothing)
         return (jnp.sum(per_pair), jnp.asarray(per_pair.shape[0], jnp.float32),
-                {k: jnp.sum(stats[k]) for k in STATS})
+                {k: jnp.sum(v) for k, v in stats.items()})
 
     return lm.Objective(sums=sums, count=lambda batch: batch["tokens"].shape[0],
                         count_name="pairs")
 
 
-def make_eval_fn(trainer: lm.LMTrainer, beta: float, kind: str = "sigmoid",
-                 label_smoothing: float = 0.0):
+def make_eval_fn(graphdef, beta: float, kind: str = "sigmoid", label_smoothing: float = 0.0):
     """jit(eval(params, ref_params, batch) -> (losses [B], stats {name: [B]})) per pair."""
-    graphdef = trainer.graphdef
-
-    def per_pair(params, ref_params, batch):
-        pol = sequence_logprobs(graphdef, params, batch)
-        ref = sequence_logprobs(graphdef, ref_params, batch)
-        loss, stats = losses.dpo_loss(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], beta, kind,
-                                      label_smoothing)
-        return loss, {k: stats[k] for k in STATS}
-
-    return jax.jit(per_pair)
+    return jax.jit(lambda params, ref_params, batch: pair_losses(
+        graphdef, params, ref_params, batch, beta, kind, label_smoothing))
 
 
 def evaluate_pairs(eval_fn, params, ref_params, rows: dict, batch_size: int, mesh,
