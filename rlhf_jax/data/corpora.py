@@ -1,6 +1,9 @@
-"""Which text a pretraining run reads: the lab's synthetic corpus or local files.
+"""Which text a pretraining run reads: the corpus of ``config.data.source``.
 
-Both go through TFDS array_record datasets in ``config.data.data_dir``
+Sources are looked up in :mod:`rlhf_jax.data.sources`; this module registers
+"text" (local ``.txt`` / ``.jsonl`` files in ``config.data.manual_dir``), and
+the lab registers "lab" (its synthetic corpus) when ``rlhf_jax.lab`` is
+imported. Both go through TFDS array_record datasets in ``config.data.data_dir``
 (default ``<workdir>/data``), so a corpus is built once and read by random
 access afterwards.
 """
@@ -12,9 +15,7 @@ import os
 import jax
 
 from rlhf_jax import runtime
-from rlhf_jax.data import tfds_builders
-
-SOURCES = ("lab", "text")
+from rlhf_jax.data import sources, tfds_builders
 
 
 def data_dir(config, workdir: str) -> str:
@@ -47,13 +48,9 @@ def load_text_corpus(config, workdir: str) -> tuple[list[str], list[str]]:
     return [r.text for r in train], [r.text for r in held_out]
 
 
-def load_corpus(config, workdir: str) -> tuple[list[str], list[str]]:
-    """(train, eval) documents of ``config.data.source``."""
-    source = config.data.source
-    if source == "text":
-        return load_text_corpus(config, workdir)
-    if source == "lab":
-        from rlhf_jax.lab import datasets  # noqa: PLC0415  (the lab is optional for real data)
+sources.register(sources.Source("text", corpus=load_text_corpus))
 
-        return datasets.corpus_texts(config.lab, data_dir(config, workdir))
-    raise ValueError(f"config.data.source={source!r}; expected one of {list(SOURCES)}")
+
+def load_corpus(config, workdir: str) -> tuple[list[str], list[str]]:
+    """(train, eval) documents of ``config.data.source`` (see :mod:`rlhf_jax.data.sources`)."""
+    return sources.get(config.data.source, "corpus")(config, workdir)

@@ -1,4 +1,8 @@
-"""SFT examples: lab demonstrations or local SFT JSONL, tokenised into LM rows.
+"""SFT examples: the records of ``config.data.source``, tokenised into LM rows.
+
+Sources are looked up in :mod:`rlhf_jax.data.sources`; this module registers
+"jsonl" (local SFT JSONL in ``config.data.manual_dir``), and the lab registers
+"lab" (its contractor demonstrations) when ``rlhf_jax.lab`` is imported.
 
 Rows follow the LM batch convention of rlhf_jax/data/batching.py (loss on
 response tokens and EOS only); with packing, several examples share a row
@@ -10,33 +14,24 @@ from __future__ import annotations
 import numpy as np
 
 from rlhf_jax import ledger
-from rlhf_jax.data import batching, corpora, jsonl, tfds_builders
+from rlhf_jax.data import batching, corpora, jsonl, sources, tfds_builders
 
-SOURCES = ("lab", "jsonl")
 REPLAY_SOURCES = ("lab", "text")
 
 
-def _data_dir(config, workdir):
-    return corpora.data_dir(config, workdir)
+def load_jsonl_records(config, workdir: str) -> tuple[list[jsonl.SFTRecord],
+                                                     list[jsonl.SFTRecord]]:
+    """(train, held-out) records of the SFT JSONL in ``config.data.manual_dir``."""
+    return corpora.load_local_dataset(config, workdir, tfds_builders.build_sft_dataset,
+                                      "sft_jsonl", "train.jsonl and optional validation.jsonl")
+
+
+sources.register(sources.Source("jsonl", sft_records=load_jsonl_records))
 
 
 def load_records(config, workdir: str) -> tuple[list[jsonl.SFTRecord], list[jsonl.SFTRecord]]:
-    """(train, held-out) SFT records of ``config.data.source``."""
-    source = config.data.source
-    if source == "lab":
-        from rlhf_jax.lab import datasets  # noqa: PLC0415
-
-        demos = datasets.demonstrations(config.lab, _data_dir(config, workdir))
-        records = [jsonl.SFTRecord(p.turns, r, p.id) for p, r, _ in demos]
-        order = np.random.default_rng([config.seed, 11]).permutation(len(records))
-        cut = max(1, int(len(records) * config.data.eval_fraction))
-        held_out = sorted(order[:cut])
-        keep = sorted(order[cut:])
-        return [records[i] for i in keep], [records[i] for i in held_out]
-    if source == "jsonl":
-        return corpora.load_local_dataset(config, workdir, tfds_builders.build_sft_dataset,
-                                          "sft_jsonl", "train.jsonl and optional validation.jsonl")
-    raise ValueError(f"config.data.source={source!r}; expected one of {list(SOURCES)}")
+    """(train, held-out) SFT records of ``config.data.source`` (:mod:`rlhf_jax.data.sources`)."""
+    return sources.get(config.data.source, "sft_records")(config, workdir)
 
 
 def to_rows(tok, records, max_len: int, pack: bool, truncation: str = "left_prompt",
