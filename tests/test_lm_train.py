@@ -107,6 +107,12 @@ def test_accumulation_equals_full_batch():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=2e-6), s1["params"],
                  s4["params"])
     assert int(s4["step"]) == 1
+    oc.accumulation_steps = 3
+    trainer = lm.make_trainer(models.default_model_config(**MODEL), oc, 10, mesh,
+                              sharding.DEFAULT_RULES)
+    with pytest.raises(ValueError, match="'accumulation_steps' is 3; it must divide the "
+                                         "batch size 8"):
+        lm.make_train_step(trainer)(trainer.init_state(jax.random.key(3)), batch)
 
 
 def test_train_step_compiles_once_and_learns():

@@ -25,7 +25,7 @@ from flax import nnx
 
 from rlhf_jax import losses, models, runtime, sharding
 from rlhf_jax.models.transformer import Transformer
-from rlhf_jax.train import optim
+from rlhf_jax.train import optim, steps
 
 
 def abstract_model(cfg: models.ModelConfig):
@@ -42,7 +42,7 @@ def lm_sums(graphdef, params, batch) -> tuple[jax.Array, jax.Array]:
 
 
 @dataclasses.dataclass
-class LMTrainer:
+class LMTrainer(steps.ShardedState):
     """Everything static about LM training: model graph, optimiser, shardings."""
 
     graphdef: Any
@@ -53,14 +53,6 @@ class LMTrainer:
     accumulation_steps: int
     abstract: Any  # ShapeDtypeStructs of the state
     init_fn: Any  # jitted rng -> state, born sharded
-
-    def abstract_state(self):
-        """The state's ShapeDtypeStructs with shardings: the restore target."""
-        return jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            self.abstract,
-            self.state_shardings,
-        )
 
     def init_state(self, rng):
         """A fresh state, born sharded."""
@@ -78,8 +70,7 @@ def make_trainer(model_cfg, optim_cfg, total_steps: int, mesh, rules) -> LMTrain
         _, params = models.init(cfg, rng)
         return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
-    abstract = jax.eval_shape(init, jax.random.key(0))
-    shardings = sharding.state_shardings(abstract, mesh, rules)
+    abstract, shardings, init_fn = steps.sharded_init(init, mesh, rules, jax.random.key(0))
     return LMTrainer(
         graphdef=graphdef,
         tx=tx,
@@ -88,16 +79,8 @@ def make_trainer(model_cfg, optim_cfg, total_steps: int, mesh, rules) -> LMTrain
         state_shardings=shardings,
         accumulation_steps=accumulation,
         abstract=abstract,
-        init_fn=jax.jit(init, out_shardings=shardings),
+        init_fn=init_fn,
     )
-
-
-def global_norm(tree) -> jax.Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-def _split_microbatches(batch, k):
-    return jax.tree.map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
 
 
 def with_params_from(trainer: LMTrainer, workdir: str, state):
@@ -116,9 +99,7 @@ def load_params(workdir: str, model_cfg, mesh, rules, item: str = "params"):
     from rlhf_jax import checkpoint  # noqa: PLC0415
 
     graphdef, abstract = abstract_model(models.ModelConfig.from_config(model_cfg))
-    shardings = sharding.state_shardings(abstract, mesh, rules)
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+    target = steps.restore_target(abstract, sharding.state_shardings(abstract, mesh, rules))
     return graphdef, checkpoint.restore_items(workdir, {item: target})[item]
 
 
@@ -161,6 +142,11 @@ NEXT_TOKEN = Objective(
 )
 
 
+def _split_sums(sums):
+    loss_sum, count, stats = sums
+    return loss_sum, (count, stats)
+
+
 def make_train_step(trainer: LMTrainer, objective: Objective = NEXT_TOKEN,
                     frozen_shardings: tuple = ()):
     """jit(step(state, batch, *frozen) -> (state, metrics)), state donated.
@@ -171,29 +157,12 @@ def make_train_step(trainer: LMTrainer, objective: Objective = NEXT_TOKEN,
     """
     graphdef, tx, k = trainer.graphdef, trainer.tx, trainer.accumulation_steps
 
-    def grads_of(params, batch, frozen, total):
-        def f(p):
-            s, n, stats = objective.sums(graphdef, p, batch, *frozen)
-            return s / total, (s, n, stats)
-
-        (_, aux), g = jax.value_and_grad(f, has_aux=True)(params)
-        return g, aux
-
     def step(state, batch, *frozen):
         params = state["params"]
         total = jnp.maximum(objective.count(batch), 1.0)
-        if k == 1:
-            grads, (loss_sum, count, stats) = grads_of(params, batch, frozen, total)
-        else:
-            def body(carry, mb):
-                return jax.tree.map(jnp.add, carry, grads_of(params, mb, frozen, total)), None
-
-            shapes = jax.eval_shape(grads_of, params, jax.tree.map(
-                lambda x: jax.ShapeDtypeStruct((x.shape[0] // k,) + x.shape[1:], x.dtype),
-                batch), frozen, total)
-            zero = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-            (grads, (loss_sum, count, stats)), _ = jax.lax.scan(
-                body, zero, _split_microbatches(batch, k))
+        grads, loss_sum, (count, stats) = steps.accumulated_grads(
+            lambda p, mb: _split_sums(objective.sums(graphdef, p, mb, *frozen)),
+            params, batch, k, total)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new = {
             "params": optax.apply_updates(params, updates),
@@ -204,7 +173,7 @@ def make_train_step(trainer: LMTrainer, objective: Objective = NEXT_TOKEN,
         metrics = {
             "train/loss": loss_sum / n,
             **{f"train/{name}": v / n for name, v in stats.items()},
-            "train/grad_norm": global_norm(grads),
+            "train/grad_norm": steps.global_norm(grads),
             "train/learning_rate": trainer.schedule(state["step"]),
             f"train/{objective.count_name}": count,
         }

@@ -37,7 +37,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from rlhf_jax import losses, models, sampling, sharding
 from rlhf_jax.models.heads import ScalarModel
 from rlhf_jax.models.transformer import Transformer
-from rlhf_jax.train import optim, packing
+from rlhf_jax.train import optim, packing, steps
 from rlhf_jax.train.ppo_config import check_ppo_config, ppo_config
 from rlhf_jax.train.ppo_rollout import (
     Rollout,
@@ -94,7 +94,7 @@ def _conform(name: str, given, expected):
 
 
 @dataclasses.dataclass
-class PPOTrainer:
+class PPOTrainer(steps.ShardedState):
     """Everything static about a PPO run, and its jitted steps.
 
     ``rollout(state, ref_params, reward_params, prompt_tokens, prompt_mask) -> Rollout``,
@@ -117,14 +117,6 @@ class PPOTrainer:
     rollout: Any
     update: Any
     score: Any
-
-    def abstract_state(self):
-        """The state's ShapeDtypeStructs with shardings: the restore target."""
-        return jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            self.abstract,
-            self.state_shardings,
-        )
 
     def init_state(self, policy_params, value_params, rng):
         """A fresh state, born sharded, from initial policy and value params and a PRNG key.
@@ -363,8 +355,8 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
         return state
 
     rng_struct = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
-    abstract = jax.eval_shape(init, abstract_policy, abstract_value, rng_struct)
-    state_sh = sharding.state_shardings(abstract, mesh, rules)
+    abstract, state_sh, init_fn = steps.sharded_init(init, mesh, rules, abstract_policy,
+                                                     abstract_value, rng_struct)
     settings = RolloutSettings(
         batch_size=ppo_cfg.rollout_batch_size,
         temperature=float(ppo_cfg.temperature),
@@ -413,7 +405,7 @@ def make_ppo(model_cfg, ppo_cfg, total_iterations: int, mesh, rules, reward_fn, 
         mesh=mesh,
         state_shardings=state_sh,
         abstract=abstract,
-        init_fn=jax.jit(init, out_shardings=state_sh),
+        init_fn=init_fn,
         rollout=jax.jit(rollout_fn, in_shardings=frozen_in, out_shardings=rollout_sh),
         update=jax.jit(update_fn, in_shardings=(state_sh, rollout_sh),
                        out_shardings=(state_sh, replicated), donate_argnums=0),

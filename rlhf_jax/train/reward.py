@@ -43,7 +43,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from rlhf_jax import losses, models, sharding
 from rlhf_jax.models.heads import ScalarModel
-from rlhf_jax.train import optim, packing
+from rlhf_jax.train import optim, packing, steps
 
 # --- scores -----------------------------------------------------------------------------------
 
@@ -125,9 +125,6 @@ def identity_normalizer(num_members: int) -> dict:
 
 
 # --- Bradley-Terry sums -----------------------------------------------------------------------
-
-SUM_NAMES = ("loss_sum", "correct", "count", "margin_sum")
-
 
 def _ranked_pairs(ranks, valid) -> jax.Array:
     """bool [B, R, R]: response i ranked above j, both real (the pairs the loss counts)."""
@@ -234,7 +231,7 @@ def _check_trunk(given, expected) -> None:
 
 
 @dataclasses.dataclass
-class RewardTrainer:
+class RewardTrainer(steps.ShardedState):
     """Static parts of reward-model training, plus the jitted steps.
 
     ``train_step(state, batch) -> (state, metrics)`` (state donated) and
@@ -254,14 +251,6 @@ class RewardTrainer:
     packed_rows: int = 0  # > 0: each microbatch's sequences packed into this many rows
     train_step: Any = None
     eval_step: Any = None
-
-    def abstract_state(self):
-        """The state's ShapeDtypeStructs with shardings: the restore target."""
-        return jax.tree.map(
-            lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-            self.abstract,
-            self.state_shardings,
-        )
 
     def init_state(self, rng, init_trunk_params=None):
         """A fresh state, born sharded; ``init_trunk_params`` (LM params) go into every trunk."""
@@ -319,17 +308,19 @@ def make_trainer(
         "norm": {"gain": NamedSharding(mesh, PartitionSpec(None)),
                  "bias": NamedSharding(mesh, PartitionSpec(None))},
     }
+    abstract, shardings, init_fn = steps.sharded_init(init, mesh, rules, jax.random.key(0),
+                                                      None, shardings=shardings)
     trainer = RewardTrainer(
         graphdef=graphdef,
         tx=tx,
         schedule=optim.make_schedule(optim_cfg, total_steps),
         mesh=mesh,
         state_shardings=shardings,
-        abstract=jax.eval_shape(init, jax.random.key(0), None),
+        abstract=abstract,
         num_members=num_members,
         margin=float(margin),
         accumulation_steps=accumulation,
-        init_fn=jax.jit(init, out_shardings=shardings),
+        init_fn=init_fn,
         packed_rows=packed_rows,
     )
     trainer.train_step = _make_train_step(trainer)
@@ -347,34 +338,19 @@ def _make_train_step(trainer: RewardTrainer):
                                 rows if packed else 0)
         return preference_sums(scores, batch, margin)
 
-    def grads_of(packed, params, gain, bias, batch, total):
-        def f(p):
-            sums = sums_of(p, gain, bias, batch, packed)
-            return sums["loss_sum"] / total, sums
-
-        (_, sums), grads = jax.value_and_grad(f, has_aux=True)(params)
-        return grads, sums
-
     def microbatches(batch):
-        size = batch["tokens"].shape[0]
-        if size % k:
-            raise ValueError(f"optimizer field 'accumulation_steps' is {k}; it must divide "
-                             f"the per-member batch size {size}")
-        return jax.tree.map(lambda x: x.reshape((k, size // k) + x.shape[1:]), batch)
+        return steps.split_microbatches(batch, k, "per-member batch")
 
     def member_update(packed, params, opt_state, gain, bias, batch):
         """One member's whole update on its own batch [B, R, L]; vmapped over members."""
         total = jnp.maximum(_pair_count(batch), 1.0)
-        if k == 1:
-            grads, sums = grads_of(packed, params, gain, bias, batch, total)
-        else:
-            def body(carry, mb):
-                out = grads_of(packed, params, gain, bias, mb, total)
-                return jax.tree.map(jnp.add, carry, out), None
 
-            zero_sums = {name: jnp.zeros((), jnp.float32) for name in SUM_NAMES}
-            zero = (jax.tree.map(jnp.zeros_like, params), zero_sums)
-            (grads, sums), _ = jax.lax.scan(body, zero, microbatches(batch))
+        def loss_sums(p, mb):
+            sums = sums_of(p, gain, bias, mb, packed)
+            return sums["loss_sum"], sums
+
+        grads, _, sums = steps.accumulated_grads(loss_sums, params, batch, k, total,
+                                                 "per-member batch")
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, sums, optax.tree.norm(grads)
 
