@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax import ledger, preemption, runtime, sampling
+from rlhf_jax import batches, ledger, logprobs, runtime, sampling
 from rlhf_jax.data import batching
 
 
@@ -43,18 +43,14 @@ def generate(graphdef, params, tok, prompts: list, sampler_cfg: sampling.Sampler
     ids = [tok.encode(p) if isinstance(p, str) else tok.chat.prompt_ids(p) for p in prompts]
     ledger.record_prompts(label, (len(p) for p in ids), prompt_len)
     encoded = batching.left_pad_prompts(ids, prompt_len, tok.pad_id, truncate=True)
-    n = len(prompts)
     outs = []
-    for b, lo in enumerate(range(0, n, batch_size)):
-        preemption.check(f"sampling {label}")
-        idx = np.arange(lo, lo + batch_size) % n  # the last batch repeats prompts
-        local = {k: v[idx] for k, v in encoded.items()}
+    for b in batches.fixed_batches(len(prompts), batch_size, f"sampling {label}"):
+        local = {k: v[b.rows] for k, v in encoded.items()}  # the last batch repeats prompts
         if mesh is not None:
             local = runtime.replicated(mesh, local)
         out = sampling.sample(graphdef, params, local["prompt_tokens"], local["prompt_mask"],
-                              jax.random.fold_in(key, b), sampler_cfg)
-        keep = min(batch_size, n - lo)
-        outs.append((np.asarray(out.tokens)[:keep], np.asarray(out.mask)[:keep]))
+                              jax.random.fold_in(key, b.number), sampler_cfg)
+        outs.append((np.asarray(out.tokens)[:b.keep], np.asarray(out.mask)[:b.keep]))
     tokens = np.concatenate([o[0] for o in outs])
     mask = np.concatenate([o[1] for o in outs])
     texts = [tok.decode(row[m > 0]) for row, m in zip(tokens, mask)]
@@ -70,24 +66,18 @@ def sequence_logprobs(graphdef, params, gen: Generation, temperature: float, *,
     sums, policy minus reference, estimates the per-sequence KL. ``vocab_limit``
     masks the ids the sampler could not draw (:func:`rlhf_jax.sampling.mask_vocab`).
     """
-    from rlhf_jax import losses, models  # noqa: PLC0415
-
     @jax.jit
     def one(params, prompt_tokens, prompt_mask, tokens, mask):
         full = jnp.concatenate([prompt_tokens, tokens], axis=1)
         full_mask = jnp.concatenate([prompt_mask, mask], axis=1)
-        logits = sampling.mask_vocab(models.forward(graphdef, params, full, full_mask),
-                                     vocab_limit)
-        p = prompt_tokens.shape[1]
-        logp = losses.token_logprobs(logits[:, p - 1:-1], tokens, temperature)
+        logp = logprobs.continuation_logprobs(graphdef, params, full, full_mask,
+                                              prompt_tokens.shape[1], temperature=temperature,
+                                              vocab_limit=vocab_limit)
         return jnp.sum(logp * mask, axis=1)
 
-    n = len(gen.texts)
     out = []
-    for lo in range(0, n, batch_size):
-        preemption.check("computing log-probabilities")
-        idx = np.arange(lo, lo + batch_size) % n
-        s = one(params, gen.prompt_tokens[idx], gen.prompt_mask[idx], gen.tokens[idx],
-                gen.mask[idx])
-        out.append(np.asarray(s)[: min(batch_size, n - lo)])
+    for b in batches.fixed_batches(len(gen.texts), batch_size, "computing log-probabilities"):
+        s = one(params, gen.prompt_tokens[b.rows], gen.prompt_mask[b.rows],
+                gen.tokens[b.rows], gen.mask[b.rows])
+        out.append(np.asarray(s)[:b.keep])
     return np.concatenate(out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from rlhf_jax import preemption, runtime
+from rlhf_jax import batches, runtime
 from rlhf_jax.data import batching
 
 
@@ -22,23 +22,20 @@ def score_texts(score_fn, params, norm, tok, turns_list, responses, *, max_len: 
     prompt had to be cut are counted under `label` (:mod:`rlhf_jax.ledger`).
     """
     rows = batching.scoring_rows(tok, turns_list, responses, max_len, label)
-    n = len(responses)
     outs = {"mean": [], "std": [], "members": []}
-    for lo in range(0, n, batch_size):
-        preemption.check("scoring responses with the reward model")
-        idx = np.arange(lo, lo + batch_size) % n
+    for b in batches.fixed_batches(len(responses), batch_size,
+                                   "scoring responses with the reward model"):
         # Padding after the batch's longest row is cut (exact; batching.trim_padding),
         # from the whole batch, so that every process feeds the same shape.
-        local = batching.trim_padding({k: v[idx] for k, v in rows.items()})
+        local = batching.trim_padding({k: v[b.rows] for k, v in rows.items()})
         if mesh is not None:  # each process feeds its share of the rows
             part = runtime.process_rows(batch_size)
             local = runtime.global_batch(mesh, {k: v[part] for k, v in local.items()})
         out = jax.tree.map(runtime.to_host, score_fn(params, norm, local["tokens"],
                                                      local["mask"]))
-        keep = min(batch_size, n - lo)
-        outs["mean"].append(out["mean"][:keep])
-        outs["std"].append(out["std"][:keep])
-        outs["members"].append(out["members"][:, :keep])
+        outs["mean"].append(out["mean"][:b.keep])
+        outs["std"].append(out["std"][:b.keep])
+        outs["members"].append(out["members"][:, :b.keep])
     return {
         "mean": np.concatenate(outs["mean"]),
         "std": np.concatenate(outs["std"]),

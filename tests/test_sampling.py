@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rlhf_jax import models, sampling
+from rlhf_jax import logprobs, models, sampling
 from rlhf_jax.sampling import SamplerConfig
 
 CFG = models.ModelConfig(vocab_size=40, num_layers=2, embed_dim=32, num_heads=4,
@@ -161,6 +161,15 @@ def test_ids_past_the_vocab_limit_are_never_sampled():
     expected = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits, -1)),
                                   np.asarray(out.tokens)[..., None], -1)[..., 0]
     np.testing.assert_allclose(out.logprobs, expected, atol=1e-5)
+    # Scoring the sampled tokens afterwards (PPO's rollout, eval's KL, DPO) gives the same.
+    full = jnp.concatenate([tokens, out.tokens], axis=1)
+    full_mask = jnp.concatenate([mask, jnp.ones_like(out.tokens)], axis=1)
+    scored = logprobs.continuation_logprobs(*model(), full, full_mask, PROMPT_LEN,
+                                            temperature=1.5, vocab_limit=limit)
+    np.testing.assert_allclose(scored, out.logprobs, atol=1e-5)
+    with pytest.raises(ValueError, match=r"start=0: the first scored position must be in "
+                                         r"\[1, 13\]"):
+        logprobs.continuation_logprobs(*model(), full, full_mask, 0)
 
 
 def test_for_tokenizer_takes_eos_pad_and_size():

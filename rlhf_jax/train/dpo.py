@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax import losses, models, runtime
+from rlhf_jax import batches, logprobs, losses, runtime
 from rlhf_jax.data import batching, jsonl
 from rlhf_jax.train import lm
 
@@ -71,8 +71,8 @@ def sequence_logprobs(graphdef, params, batch) -> jax.Array:
     lead, length = tokens.shape[:-1], tokens.shape[-1]
     tokens, segments = tokens.reshape(-1, length), segments.reshape(-1, length)
     weights = weights.reshape(-1, length)
-    logits = models.forward(graphdef, params, tokens, segments > 0, segment_ids=segments)
-    logp = losses.token_logprobs(logits[:, :-1], tokens[:, 1:])
+    logp = logprobs.continuation_logprobs(graphdef, params, tokens, segments > 0, 1,
+                                          segment_ids=segments)
     return jnp.sum(logp * weights[:, 1:], axis=-1).reshape(lead)
 
 
@@ -120,17 +120,14 @@ def evaluate_pairs(eval_fn, params, ref_params, rows: dict, batch_size: int, mes
     ``accuracy`` counts a pair as right when the policy's implicit reward of the chosen
     response exceeds the rejected one's (a tie, two identical responses, as half).
     """
-    n = len(rows["tokens"])
     out = {"loss": [], **{k: [] for k in STATS}}
-    for lo in range(0, n, batch_size):
-        idx = np.arange(lo, lo + batch_size) % n
+    for b in batches.fixed_batches(len(rows["tokens"]), batch_size):
         part = runtime.process_rows(batch_size)
-        local = trim({k: v[idx][part] for k, v in rows.items()})
+        local = trim({k: v[b.rows][part] for k, v in rows.items()})
         loss, stats = eval_fn(params, ref_params, runtime.global_batch(mesh, local))
-        keep = min(batch_size, n - lo)
-        out["loss"].append(runtime.to_host(loss)[:keep])
+        out["loss"].append(runtime.to_host(loss)[:b.keep])
         for k in STATS:
-            out[k].append(runtime.to_host(stats[k])[:keep])
+            out[k].append(runtime.to_host(stats[k])[:b.keep])
     cat = {k: np.concatenate(v) for k, v in out.items()}
     margin = cat["margin"]
     cat["accuracy"] = (margin > 0) + 0.5 * (margin == 0)

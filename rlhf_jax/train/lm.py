@@ -19,11 +19,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 
-from rlhf_jax import losses, models, runtime, sharding
+from rlhf_jax import batches, losses, models, runtime, sharding
 from rlhf_jax.models.transformer import Transformer
 from rlhf_jax.train import optim, steps
 
@@ -201,12 +200,9 @@ def make_eval_step(trainer: LMTrainer):
 def evaluate_rows(trainer: LMTrainer, eval_step, params, rows: dict, batch_size: int) -> dict:
     """Held-out loss and perplexity over every row of `rows` (the last batch padded)."""
     total, count = 0.0, 0.0
-    n = len(rows["tokens"])
-    for lo in range(0, n, batch_size):
-        idx = np.arange(lo, lo + batch_size) % n
-        weight = (np.arange(lo, lo + batch_size) < n).astype(np.float32)[:, None]
-        local = {k: v[idx] for k, v in rows.items()}
-        local["loss_mask"] = local["loss_mask"] * weight  # wrapped-around rows count zero
+    for b in batches.fixed_batches(len(rows["tokens"]), batch_size):
+        local = {k: v[b.rows] for k, v in rows.items()}
+        local["loss_mask"] = local["loss_mask"] * b.real[:, None]  # filler rows count zero
         part = runtime.process_rows(batch_size)  # each process feeds its share of the rows
         s, c = eval_step(params, runtime.global_batch(trainer.mesh, {k: v[part] for k, v in
                                                                      local.items()}))

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rlhf_jax import losses, models, sampling
+from rlhf_jax import logprobs, losses, models, sampling
 
 
 class Rollout(NamedTuple):
@@ -150,11 +150,10 @@ def make_score_fn(policy_graphdef, value_graphdef, reward_fn, s: RolloutSettings
         reward_out = reward_fn(reward_params, tokens, mask)
         score = final_scores(reward_out, has_eos, s)
 
-        def logprobs_of(params):
-            logits = sampling.mask_vocab(response_window(
-                models.forward(policy_graphdef, params, tokens, mask), response_len),
-                s.vocab_limit)  # [B, T, V]
-            logp = losses.token_logprobs(logits, response_tokens, s.temperature)
+        def logprobs_of(params):  # [B, T], at the sampling temperature
+            logp = logprobs.continuation_logprobs(
+                policy_graphdef, params, tokens, mask, tokens.shape[1] - response_len,
+                temperature=s.temperature, vocab_limit=s.vocab_limit)
             return jnp.where(rmask > 0, logp, 0.0)
 
         logp = logprobs_of(state["policy"])
