@@ -26,12 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlhf_jax import checkpoint, ledger, preemption, runtime
+from rlhf_jax import batches, ledger, runtime
 from rlhf_jax.data import batching, chat
 from rlhf_jax.data.iterator import BatchIterator
-from rlhf_jax.metrics import MetricWriter, trim_records
-from rlhf_jax.train import lm, ppo, reward
-from rlhf_jax.train.loop import run_loop
+from rlhf_jax.train import lm, phase, ppo, reward
 
 SAMPLES_FILE = "samples.jsonl"  # every eval prompt's response at every eval step
 
@@ -103,10 +101,6 @@ def run(config, workdir):
                              "'sft'")
         return trainer.init_state(sft, value, runtime.seed_key(config, "ppo"))
 
-    ckpt = checkpoint.Checkpointer(workdir, every_steps=config.checkpoint_every,
-                                   keep=config.keep_checkpoints)
-    state, meta, source = checkpoint.resume_or_init(ckpt, trainer.abstract_state(), init)
-    start = int(state["step"])
     train_texts, eval_prompts = load_prompts(config, workdir)
     if config.data.source == "lab":
         from rlhf_jax.lab import protocol  # noqa: PLC0415
@@ -118,23 +112,20 @@ def run(config, workdir):
     ledger.record_prompts("training prompts", (len(p) for p in ids), plen)
     prompts = batching.left_pad_prompts(ids, plen, tok.pad_id, truncate=True)
     group = trainer.settings.group_size  # each prompt of a rollout is sampled `group` times
-    iterator = BatchIterator(len(train_texts), config.ppo.rollout_batch_size // group, config.seed,
-                             process_index=jax.process_index(),
+    print(f"ppo: {len(train_texts)} training prompts, {len(eval_prompts)} held out",
+          flush=True)
+    iterator = BatchIterator(len(train_texts), config.ppo.rollout_batch_size // group,
+                             config.seed, process_index=jax.process_index(),
                              process_count=jax.process_count())
-    if "data" in meta:
-        iterator.set_state(meta["data"])
-    if source == "fresh" and trainer.value_graphdef is None:
-        source = (f"policy from {config.init_from}, no value model "
-                  f"({trainer.settings.advantage}, {group} samples per prompt),")
-    elif source == "fresh":
-        source = (f"policy from {config.init_from}, value model from "
-                  f"{config.reward_from if config.value_from == 'reward' else config.init_from},")
-    print(f"ppo: {source} at iteration {start} of {config.num_steps}; "
-          f"{len(train_texts)} prompts", flush=True)
-    resume_step = start if source == "resumed" else None
-    writer = MetricWriter(workdir, resume_step=resume_step)
-    if jax.process_index() == 0:
-        trim_records(os.path.join(workdir, SAMPLES_FILE), resume_step)
+
+    def describe(source):
+        if source == "fresh" and trainer.value_graphdef is None:
+            source = (f"policy from {config.init_from}, no value model "
+                      f"({trainer.settings.advantage}, {group} samples per prompt),")
+        elif source == "fresh":
+            value_from = config.reward_from if config.value_from == "reward" else config.init_from
+            source = f"policy from {config.init_from}, value model from {value_from},"
+        return source
 
     def step_fn(state, step):
         idx = np.repeat(next(iterator), group)  # a group's samples in consecutive rows
@@ -146,15 +137,10 @@ def run(config, workdir):
     def eval_fn(state, step):
         return evaluate(config, trainer, state, sft, rm, tok, eval_prompts, step, workdir)
 
-    run_loop(
-        state=state, start_step=start, total_steps=config.num_steps, step_fn=step_fn,
-        checkpointer=ckpt, writer=writer, to_checkpoint=lambda s: s,
-        meta_fn=lambda s, i: {"data": iterator.get_state()},
-        log_every=config.log_every, eval_every=config.eval_every, eval_fn=eval_fn,
-        desc="ppo", eval_at_start=True,
-    )
-    ckpt.close()
-    writer.close()
+    phase.run_phase(
+        config, workdir, desc="ppo", abstract_state=trainer.abstract_state(), init=init,
+        describe=describe, unit="iteration", iterators=iterator, step_fn=step_fn,
+        eval_fn=eval_fn, eval_at_start=True, step_files=(SAMPLES_FILE,))
 
 
 def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step, workdir):
@@ -165,19 +151,17 @@ def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step, workdir):
     ids = [tok.chat.prompt_ids(t) for t in turns]
     ledger.record_prompts("eval prompts", (len(p) for p in ids), config.data.prompt_len)
     enc = batching.left_pad_prompts(ids, config.data.prompt_len, tok.pad_id, truncate=True)
-    b, n = config.ppo.rollout_batch_size, len(texts)
     # Sampling keys must not depend on the training state's RNG stream: a fixed eval key.
     eval_state = {**state, "rng": jax.random.key_data(
         jax.random.fold_in(runtime.seed_key(config, "eval"), step))}
     scores, kls, responses = [], [], []
-    for lo in range(0, n, b):
-        preemption.check("sampling the eval prompts")
-        idx = (np.arange(lo, lo + b) % n)[runtime.process_rows(b)]  # this process's share
+    size = config.ppo.rollout_batch_size
+    for b in batches.fixed_batches(len(texts), size, "sampling the eval prompts"):
+        idx = b.rows[runtime.process_rows(size)]  # this process's share
         batch = runtime.global_batch(trainer.mesh, {"t": enc["prompt_tokens"][idx],
                                                     "m": enc["prompt_mask"][idx]})
         out = trainer.rollout(eval_state, ref, rm, batch["t"], batch["m"])
-        keep = min(b, n - lo)
-        host = {k: runtime.to_host(getattr(out, k))[:keep] for k in
+        host = {k: runtime.to_host(getattr(out, k))[:b.keep] for k in
                 ("response_mask", "logprobs", "ref_logprobs", "scores", "tokens")}
         rmask = host["response_mask"]
         kls.append(((host["logprobs"] - host["ref_logprobs"]) * rmask).sum(1))
@@ -186,7 +170,8 @@ def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step, workdir):
         resp = host["tokens"][:, -width:]
         responses += [tok.decode(r[m > 0]) for r, m in zip(resp, rmask)]
         eval_state = {**eval_state, "rng": jax.random.key_data(
-            jax.random.fold_in(jax.random.wrap_key_data(eval_state["rng"]), lo + 1))}
+            jax.random.fold_in(jax.random.wrap_key_data(eval_state["rng"]),
+                               b.number * size + 1))}
     kl, proxy = np.concatenate(kls), np.concatenate(scores)
     if jax.process_index() == 0:
         with open(os.path.join(workdir, SAMPLES_FILE), "a") as f:

@@ -23,13 +23,11 @@ import os
 import jax
 import numpy as np
 
-from rlhf_jax import checkpoint, runtime, scoring
+from rlhf_jax import runtime, scoring
 from rlhf_jax.data import batching, corpora, tfds_builders
 from rlhf_jax.data.iterator import BatchIterator
 from rlhf_jax.lab import preferences
-from rlhf_jax.metrics import MetricWriter
-from rlhf_jax.train import lm, reward
-from rlhf_jax.train.loop import run_loop
+from rlhf_jax.train import lm, phase, reward
 
 
 def _sft_params(config, mesh, rules):
@@ -92,23 +90,16 @@ def run(config, workdir):
                                   num_members=config.num_members, margin=config.margin,
                                   packed_rows=config.get("packed_rows", 0))
     score = reward.make_score_fn(trainer.graphdef)
-    ckpt = checkpoint.Checkpointer(workdir, every_steps=config.checkpoint_every,
-                                   keep=config.keep_checkpoints)
-    state, meta, source = checkpoint.resume_or_init(
-        ckpt, trainer.abstract_state(),
-        lambda: trainer.init_state(runtime.seed_key(config, "init"), init_trunk_params=sft))
-    start = int(state["step"])
     # Each member reads the data in its own order.
     iterators = [BatchIterator(len(train), config.batch_size, config.seed + 1000 * k,
                                process_index=jax.process_index(),
                                process_count=jax.process_count())
                  for k in range(config.num_members)]
-    for it, st in zip(iterators, meta.get("data", [])):
-        it.set_state(st)
-    if source == "fresh" and sft is not None:
-        source = f"trunk from the SFT parameters of {config.init_from}, head fresh,"
-    print(f"reward: {source} at step {start} of {config.num_steps}", flush=True)
-    writer = MetricWriter(workdir, resume_step=start if source == "resumed" else None)
+
+    def describe(source):
+        if source == "fresh" and sft is not None:
+            return f"trunk from the SFT parameters of {config.init_from}, head fresh,"
+        return source
 
     def step_fn(state, step):
         idx = [next(it) for it in iterators]
@@ -152,15 +143,12 @@ def run(config, workdir):
                                          sft_graphdef, sft, mesh))
         return metrics
 
-    run_loop(
-        state=state, start_step=start, total_steps=config.num_steps, step_fn=step_fn,
-        checkpointer=ckpt, writer=writer, to_checkpoint=lambda s: s,
-        meta_fn=lambda s, i: {"data": [it.get_state() for it in iterators]},
-        log_every=config.log_every, eval_every=config.eval_every, eval_fn=eval_fn,
-        desc="reward", finalize=finalize,
-    )
-    ckpt.close()
-    writer.close()
+    phase.run_phase(
+        config, workdir, desc="reward", abstract_state=trainer.abstract_state(),
+        init=lambda: trainer.init_state(runtime.seed_key(config, "init"),
+                                        init_trunk_params=sft),
+        describe=describe, iterators=iterators, step_fn=step_fn, eval_fn=eval_fn,
+        finalize=finalize)
 
 
 def _lab_analysis(config, workdir, state, score, tok, eval_cols, sft_graphdef, sft, mesh):

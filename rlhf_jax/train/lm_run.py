@@ -1,23 +1,21 @@
-"""The training run shared by the pretraining and SFT drivers.
+"""The training run shared by the pretraining, SFT and DPO drivers.
 
-Given tokenised rows, it builds the sharded trainer, resumes (this workdir,
-else ``config.init_from``'s params, else fresh), iterates batches with a
-checkpointed position, evaluates held-out loss plus whatever the driver adds,
-and checkpoints. The drivers only decide which rows and which extra metrics.
+Given tokenised rows, it builds the sharded trainer and its step for an
+objective, iterates batches and evaluates held-out loss plus whatever the
+driver adds; :func:`rlhf_jax.train.phase.run_phase` does the resuming (this
+workdir, else ``config.init_from``'s params, else fresh), the data position and
+the checkpoints. The drivers only decide which rows and which extra metrics.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import jax
 
-from rlhf_jax import checkpoint, runtime
+from rlhf_jax import runtime
 from rlhf_jax.data.iterator import BatchIterator
-from rlhf_jax.metrics import MetricWriter, trim_records
-from rlhf_jax.train import lm
-from rlhf_jax.train.loop import run_loop
+from rlhf_jax.train import lm, phase
 
 
 def train_lm(
@@ -52,28 +50,9 @@ def train_lm(
         eval_step = lm.make_eval_step(trainer)
         evaluate = lambda trainer, params: lm.evaluate_rows(  # noqa: E731
             trainer, eval_step, params, eval_rows, config.batch_size)
-    ckpt = checkpoint.Checkpointer(workdir, every_steps=config.checkpoint_every,
-                                   keep=config.keep_checkpoints)
-    state, meta, source = checkpoint.resume_or_init(
-        ckpt,
-        trainer.abstract_state(),
-        lambda: trainer.init_state(runtime.seed_key(config, "init")),
-        init_from=config.init_from or None,
-        from_previous=lambda path, fresh: lm.with_params_from(trainer, path, fresh),
-    )
-    start = int(state["step"])
     iterator = BatchIterator(len(train_rows["tokens"]), config.batch_size, config.seed,
                              process_index=jax.process_index(),
                              process_count=jax.process_count())
-    if "data" in meta:
-        iterator.set_state(meta["data"])
-    where = f" ({config.init_from})" if source == "init_from" else ""
-    print(f"{desc}: {source}{where} at step {start} of {config.num_steps}", flush=True)
-    resume_step = start if source == "resumed" else None
-    writer = MetricWriter(workdir, resume_step=resume_step)
-    if jax.process_index() == 0:
-        for name in step_files:
-            trim_records(os.path.join(workdir, name), resume_step)
 
     def step_fn(state, step):
         idx = next(iterator)
@@ -87,13 +66,13 @@ def train_lm(
             metrics.update(extra_eval(trainer, state["params"], step))
         return metrics
 
-    state = run_loop(
-        state=state, start_step=start, total_steps=config.num_steps, step_fn=step_fn,
-        checkpointer=ckpt, writer=writer, to_checkpoint=lambda s: s,
-        meta_fn=lambda s, i: {"data": iterator.get_state()},
-        log_every=config.log_every, eval_every=config.eval_every, eval_fn=eval_fn,
-        desc=desc, eval_at_start=eval_at_start,
-    )
-    ckpt.close()
-    writer.close()
+    state = phase.run_phase(
+        config, workdir, desc=desc, abstract_state=trainer.abstract_state(),
+        init=lambda: trainer.init_state(runtime.seed_key(config, "init")),
+        init_from=config.init_from,
+        from_previous=lambda path, fresh: lm.with_params_from(trainer, path, fresh),
+        describe=lambda source: source + (f" ({config.init_from})" if source == "init_from"
+                                          else ""),
+        iterators=iterator, step_fn=step_fn, eval_fn=eval_fn, eval_at_start=eval_at_start,
+        step_files=step_files)
     return trainer, state
