@@ -20,23 +20,8 @@ read a DPO run as they read an SFT one.
 from __future__ import annotations
 
 from rlhf_jax import runtime
-from rlhf_jax.data import corpora, tfds_builders
+from rlhf_jax.data import preference_data, sources
 from rlhf_jax.train import dpo, lm, lm_run
-
-
-def _preferences(config, workdir, tok, graphdef, sft, mesh):
-    """(train, held-out, gold-ordered held-out) preference records."""
-    if config.data.source == "lab":
-        from rlhf_jax.lab import preferences  # noqa: PLC0415
-
-        train_cols, eval_cols = preferences.lab_comparisons(config, workdir, tok, graphdef,
-                                                            sft, mesh)
-        return (preferences.records(train_cols, "label"),
-                preferences.records(eval_cols, "label"), preferences.records(eval_cols, "gold"))
-    train, held_out = corpora.load_local_dataset(
-        config, workdir, tfds_builders.build_preference_dataset, "preferences_jsonl",
-        "train.jsonl and optional validation.jsonl of preference or HH-RLHF records")
-    return train, held_out, []
 
 
 def run(config, workdir):
@@ -46,7 +31,8 @@ def run(config, workdir):
     mesh, rules = runtime.mesh_and_rules(config)
     tok = runtime.required_tokenizer(config, workdir, "dpo", "an SFT workdir")
     graphdef, ref = lm.load_params(config.init_from, config.model, mesh, rules)
-    train, held_out, gold = _preferences(config, workdir, tok, graphdef, ref, mesh)
+    prefs = preference_data.load_preferences(config, workdir, tok, graphdef, ref, mesh)
+    train, held_out, gold = prefs.train, prefs.held_out, prefs.gold_ordered
     if not held_out:
         raise ValueError("DPO needs held-out comparisons to evaluate on (a validation file)")
     seq_len = config.data.seq_len
@@ -58,11 +44,8 @@ def run(config, workdir):
           flush=True)
     cfg = config.dpo
     objective = dpo.objective(cfg.beta, cfg.kind, cfg.label_smoothing)
-    probes = None
-    if config.data.source == "lab":
-        from rlhf_jax.lab import evaluate  # noqa: PLC0415
-
-        probes = evaluate.training_probes(config, workdir, tok)
+    policy_probes = sources.optional(config.data.source, "policy_probes")
+    probes = policy_probes(config, workdir, tok) if policy_probes is not None else None
 
     eval_fn = dpo.make_eval_fn(graphdef, cfg.beta, cfg.kind, cfg.label_smoothing)
 

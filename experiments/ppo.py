@@ -4,9 +4,10 @@
 ``config.reward_from`` the reward workdir (frozen reward model or ensemble,
 with its normaliser; the value model starts from it, or from SFT with
 ``config.value_from="sft"``; RLOO and GRPO, ``ppo.advantage``, have none).
-Prompts are the lab's training prompts
-(``config.data.source="lab"``) or a JSONL file of ``{"prompt"}`` /
-``{"messages"}`` records (``"jsonl"``, ``config.data.prompts_file``).
+Prompts come from ``config.data.source`` (:mod:`rlhf_jax.data.prompt_data`):
+the lab's training prompts, held-out probes scored by the probe metrics
+(``"lab"``), or a JSONL file of ``{"prompt"}`` / ``{"messages"}`` records
+(``"jsonl"``, ``config.data.prompts_file``).
 
 Each iteration is two jitted calls (rollout + scoring, then the update); the
 whole state — policy, value, both optimisers, KL coefficient, iteration, RNG —
@@ -27,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rlhf_jax import batches, ledger, runtime
-from rlhf_jax.data import batching, chat
+from rlhf_jax.data import batching, chat, prompt_data
 from rlhf_jax.data.iterator import BatchIterator
 from rlhf_jax.train import lm, phase, ppo, reward
 
@@ -43,38 +44,6 @@ def reward_fn_for(graphdef):
         return {"score": scores.mean(0), "std": scores.std(0)}
 
     return reward_fn
-
-
-def load_prompts(config, workdir):
-    """(train prompt turns, eval prompts): the eval prompts are lab Prompt objects or turns.
-
-    JSONL prompts are read as every reader reads them (:func:`jsonl.read_prompt_jsonl`:
-    ``{"prompt"}`` or ``{"messages"}`` ending with a user turn, system turns included);
-    the last ``data.eval_fraction`` of them are held out for evaluation.
-    """
-    if config.data.source == "lab":
-        from rlhf_jax.lab import datasets  # noqa: PLC0415
-
-        data_dir = config.data.data_dir or f"{workdir}/data"
-        train = datasets.load_prompts(config.lab, data_dir, "train")
-        probe = datasets.load_prompts(config.lab, data_dir, "probe")
-        return [p.turns for p in train], probe
-    if config.data.source == "jsonl":
-        from rlhf_jax.data import jsonl  # noqa: PLC0415
-
-        path = config.data.prompts_file
-        result = jsonl.read_prompt_jsonl(path, skip_bad=config.data.get("skip_bad", False))
-        turns = [r.turns for r in result.records]
-        bad = sum(result.skipped.values())
-        ledger.record("prompt records", total=len(turns) + bad, skipped=bad,
-                      why=f"bad lines left out (data.skip_bad): {result.skipped}" if bad else "")
-        cut = max(1, int(len(turns) * config.data.eval_fraction))
-        if len(turns) <= cut:
-            raise jsonl.DataError(
-                f"{path}: {len(turns)} prompt(s); PPO needs at least {cut + 1} (the last "
-                f"{cut} are held out for evaluation)")
-        return turns[:-cut], turns[-cut:]
-    raise ValueError(f"config.data.source={config.data.source!r}; expected 'lab' or 'jsonl'")
 
 
 def run(config, workdir):
@@ -101,18 +70,14 @@ def run(config, workdir):
                              "'sft'")
         return trainer.init_state(sft, value, runtime.seed_key(config, "ppo"))
 
-    train_texts, eval_prompts = load_prompts(config, workdir)
-    if config.data.source == "lab":
-        from rlhf_jax.lab import protocol  # noqa: PLC0415
-
-        for what, ps in (("training prompts", train_texts), ("eval prompts", eval_prompts)):
-            protocol.check_prompts(tok, ps, config.data.prompt_len, what)
+    prompt_set = prompt_data.load_prompts(config, workdir, tok)
+    train_texts = prompt_set.train
     plen = config.data.prompt_len
     ids = [tok.chat.prompt_ids(turns) for turns in train_texts]
     ledger.record_prompts("training prompts", (len(p) for p in ids), plen)
     prompts = batching.left_pad_prompts(ids, plen, tok.pad_id, truncate=True)
     group = trainer.settings.group_size  # each prompt of a rollout is sampled `group` times
-    print(f"ppo: {len(train_texts)} training prompts, {len(eval_prompts)} held out",
+    print(f"ppo: {len(train_texts)} training prompts, {len(prompt_set.held_out)} held out",
           flush=True)
     iterator = BatchIterator(len(train_texts), config.ppo.rollout_batch_size // group,
                              config.seed, process_index=jax.process_index(),
@@ -135,7 +100,7 @@ def run(config, workdir):
         return state, metrics
 
     def eval_fn(state, step):
-        return evaluate(config, trainer, state, sft, rm, tok, eval_prompts, step, workdir)
+        return evaluate(config, trainer, state, sft, rm, tok, prompt_set, step, workdir)
 
     phase.run_phase(
         config, workdir, desc="ppo", abstract_state=trainer.abstract_state(), init=init,
@@ -143,10 +108,10 @@ def run(config, workdir):
         eval_fn=eval_fn, eval_at_start=True, step_files=(SAMPLES_FILE,))
 
 
-def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step, workdir):
-    """Samples every held-out prompt with the current policy (rollout without update)."""
-    lab = hasattr(eval_prompts[0], "turns")
-    turns = [p.turns for p in eval_prompts] if lab else eval_prompts
+def evaluate(config, trainer, state, ref, rm, tok, prompt_set, step, workdir):
+    """Samples every held-out prompt with the current policy (rollout without update); the
+    prompts' source adds its own metrics of the responses (the lab's probes)."""
+    turns = prompt_set.held_out
     texts = [chat.render_prompt(t) for t in turns]  # for samples.jsonl: what a human reads
     ids = [tok.chat.prompt_ids(t) for t in turns]
     ledger.record_prompts("eval prompts", (len(p) for p in ids), config.data.prompt_len)
@@ -179,9 +144,7 @@ def evaluate(config, trainer, state, ref, rm, tok, eval_prompts, step, workdir):
                 f.write(json.dumps({"step": step, "prompt": t, "response": r,
                                     "proxy_reward": float(proxy[i]), "kl": float(kl[i])}) + "\n")
     metrics = {"eval/kl": float(kl.mean()), "eval/proxy_reward": float(proxy.mean())}
-    if lab:
-        from rlhf_jax.lab import probes  # noqa: PLC0415
-
-        found = probes.probe_metrics(eval_prompts, responses, proxy_scores=proxy)
+    if prompt_set.evaluate is not None:
+        found = prompt_set.evaluate(responses, proxy)
         metrics.update({f"eval/{k}": v for k, v in found.items()})
     return {k: float(jnp.asarray(v)) for k, v in metrics.items()}

@@ -18,7 +18,6 @@ import jax
 from rlhf_jax import generate, runtime, sampling
 from rlhf_jax.data import batching, corpora
 from rlhf_jax.data.tokenizer import Tokenizer
-from rlhf_jax.lab import sources as _lab_sources  # noqa: F401  (registers the "lab" data source)
 from rlhf_jax.train import lm_run
 
 

@@ -1,6 +1,7 @@
 """Phase 2: a Bradley-Terry reward model (or an ensemble) learned from comparisons.
 
-Lab data (``config.data.source="lab"``): for each training prompt the SFT
+Comparisons come from ``config.data.source`` (:mod:`rlhf_jax.data.preference_data`).
+Lab data (``"lab"``): for each training prompt the SFT
 policy (``config.init_from``) samples ``pairs_per_prompt`` pairs, an annotator
 panel (``config.panel``) labels them, and they are stored as a TFDS dataset;
 probe prompts give the held-out comparisons. Local data (``"jsonl"``):
@@ -17,16 +18,12 @@ plus the panel's settings and agreement.
 
 from __future__ import annotations
 
-import json
-import os
-
 import jax
 import numpy as np
 
 from rlhf_jax import runtime, scoring
-from rlhf_jax.data import batching, corpora, tfds_builders
+from rlhf_jax.data import batching, preference_data
 from rlhf_jax.data.iterator import BatchIterator
-from rlhf_jax.lab import preferences
 from rlhf_jax.train import lm, phase, reward
 
 
@@ -35,12 +32,6 @@ def _sft_params(config, mesh, rules):
     if not config.init_from:
         return None, None
     return lm.load_params(config.init_from, config.model, mesh, rules)
-
-
-def _jsonl_data(config, workdir):
-    return corpora.load_local_dataset(
-        config, workdir, tfds_builders.build_preference_dataset, "preferences_jsonl",
-        "train.jsonl and optional validation.jsonl of preference or HH-RLHF records")
 
 
 def _pair_eval(score, state, tok, records, config, mesh, label) -> dict:
@@ -69,16 +60,8 @@ def run(config, workdir):
     mesh, rules = runtime.mesh_and_rules(config)
     tok = runtime.required_tokenizer(config, workdir, "the reward model", "an SFT workdir")
     sft_graphdef, sft = _sft_params(config, mesh, rules)
-    lab = config.data.source == "lab"
-    if lab:
-        train_cols, eval_cols = preferences.lab_comparisons(config, workdir, tok, sft_graphdef,
-                                                            sft, mesh)
-        train, held_out = (preferences.records(train_cols, "label"),
-                           preferences.records(eval_cols, "label"))
-        gold_pairs = preferences.records(eval_cols, "gold")
-    else:
-        train, held_out = _jsonl_data(config, workdir)
-        gold_pairs = []
+    prefs = preference_data.load_preferences(config, workdir, tok, sft_graphdef, sft, mesh)
+    train, held_out = prefs.train, prefs.held_out
     rows = batching.preference_batch(tok, train, config.data.seq_len,
                                      label="training comparisons")
     same = lambda recs: sum(r.chosen == r.rejected for r in recs)  # noqa: E731
@@ -113,16 +96,11 @@ def run(config, workdir):
         return trainer.train_step(state, batch)
 
     def finalize(state):
-        """Fits the normaliser on SFT samples: held-out policy responses (or all responses)."""
-        if lab:
-            turns = [p.turns for p in eval_cols["prompts"]]
-            texts = list(eval_cols["response_a"])
-        else:
-            turns = [r.turns for r in held_out] * 2
-            texts = [r.chosen for r in held_out] + [r.rejected for r in held_out]
+        """Fits the normaliser on the source's policy samples (or both held-out responses)."""
+        turns, texts = prefs.normaliser
         ident = {"gain": np.ones_like(state["norm"]["gain"]),
                  "bias": np.zeros_like(state["norm"]["bias"])}
-        raw = scoring.score_texts(score, state["params"], ident, tok, turns, texts,
+        raw = scoring.score_texts(score, state["params"], ident, tok, list(turns), list(texts),
                                   max_len=config.data.seq_len,
                                   batch_size=config.eval.batch_size, mesh=mesh,
                                   label="normaliser responses")["members"]
@@ -132,15 +110,20 @@ def run(config, workdir):
     def eval_fn(state, step):
         m = _pair_eval(score, state, tok, held_out, config, mesh, "held-out comparisons")
         metrics = {f"eval/{k}": v for k, v in m.items()}
-        if gold_pairs:
-            metrics["eval/gold_accuracy"] = _pair_eval(score, state, tok, gold_pairs, config,
-                                                       mesh, "gold-ordered pairs")["accuracy"]
-        ceiling = eval_cols["report"].get("accuracy_ceiling") if lab else None
-        if ceiling is not None:  # the best any model could score against these labels
-            metrics["eval/accuracy_ceiling"] = ceiling
-        if lab and step == config.num_steps:
-            metrics.update(_lab_analysis(config, workdir, state, score, tok, eval_cols,
-                                         sft_graphdef, sft, mesh))
+        if prefs.gold_ordered:
+            metrics["eval/gold_accuracy"] = _pair_eval(score, state, tok, prefs.gold_ordered,
+                                                       config, mesh,
+                                                       "gold-ordered pairs")["accuracy"]
+        metrics.update({f"eval/{k}": v for k, v in prefs.metrics.items()})
+        if prefs.analysis is not None and step == config.num_steps:
+
+            def scorer(turns, responses):
+                return scoring.score_texts(score, state["params"], state["norm"], tok, turns,
+                                           responses, max_len=config.data.seq_len,
+                                           batch_size=config.eval.batch_size, mesh=mesh,
+                                           label="analysis responses")["mean"]
+
+            metrics.update(prefs.analysis(scorer))
         return metrics
 
     phase.run_phase(
@@ -149,47 +132,3 @@ def run(config, workdir):
                                         init_trunk_params=sft),
         describe=describe, iterators=iterators, step_fn=step_fn, eval_fn=eval_fn,
         finalize=finalize)
-
-
-def _lab_analysis(config, workdir, state, score, tok, eval_cols, sft_graphdef, sft, mesh):
-    """Length correlation, style gaps and best-of-n of the trained (normalised) reward."""
-    from rlhf_jax.lab import comparisons, datasets, rm_analysis  # noqa: PLC0415
-
-    def scorer(prompts, responses):
-        return scoring.score_texts(score, state["params"], state["norm"], tok,
-                                   [p.turns for p in prompts], responses,
-                                   max_len=config.data.seq_len,
-                                   batch_size=config.eval.batch_size, mesh=mesh,
-                                   label="analysis responses")["mean"]
-
-    prompts = eval_cols["prompts"][: len(set(p.id for p in eval_cols["prompts"]))]
-    sft_texts = eval_cols["response_a"][: len(prompts)]
-    out = {"analysis/length_correlation":
-           rm_analysis.length_correlation(scorer(prompts, sft_texts), sft_texts)}
-    out.update({f"analysis/{k}": v for k, v in
-                rm_analysis.style_gaps(prompts, scorer, config.seed).items()})
-    n_max = max(config.analysis.best_of_n)
-    # Best-of-n on an even spread of the probe prompts (every family), or on all of them.
-    k = config.analysis.get("num_prompts", 0) or len(prompts)
-    prompts = [prompts[i] for i in sorted(set(np.linspace(0, len(prompts) - 1,
-                                                          min(k, len(prompts))).round()
-                                              .astype(int)))]
-    meta = comparisons.sample_meta("best_of_n", config.init_from, prompts, n_max,
-                                   config.analysis.sampling, config.seed)
-    samples = comparisons.cached_samples(
-        datasets.build(config.lab, corpora.data_dir(config, workdir)), meta,
-        lambda: comparisons.sample_policy(sft_graphdef, sft, tok, prompts, n_max,
-                                          config.analysis.sampling,
-                                          runtime.seed_key(config, "best_of_n"), mesh,
-                                          label="best-of-n prompts"))
-    proxy = np.stack([scorer(prompts, row) for row in samples])
-    bon = rm_analysis.best_of_n(prompts, samples, proxy, tuple(config.analysis.best_of_n))
-    for row in bon:
-        out[f"analysis/bon{row['n']}_proxy"] = row["proxy_reward"]
-        out[f"analysis/bon{row['n']}_gold"] = row["gold_reward"]
-    if jax.process_index() == 0:
-        os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
-        with open(os.path.join(workdir, "report", "reward_analysis.json"), "w") as f:
-            json.dump({"metrics": out, "best_of_n": bon, "panel": eval_cols["report"]}, f,
-                      indent=2, sort_keys=True, default=float)
-    return out

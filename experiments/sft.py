@@ -13,8 +13,7 @@ into an assistant.
 from __future__ import annotations
 
 from rlhf_jax import runtime
-from rlhf_jax.data import sft_data
-from rlhf_jax.lab import evaluate
+from rlhf_jax.data import sft_data, sources
 from rlhf_jax.train import lm_run
 
 
@@ -33,7 +32,7 @@ def run(config, workdir):
         print(f"sft: {len(replay['tokens'])} rows of {config.data.replay_source} pretraining "
               f"text replayed (replay_fraction {config.data.replay_fraction})", flush=True)
         train_rows = sft_data.with_replay(train_rows, replay)
-    probe = (evaluate.training_probes(config, workdir, tok) if config.data.source == "lab"
-             else None)
+    policy_probes = sources.optional(config.data.source, "policy_probes")
+    probe = policy_probes(config, workdir, tok) if policy_probes is not None else None
     lm_run.train_lm(config, workdir, train_rows=train_rows, eval_rows=eval_rows,
                     extra_eval=probe, desc="sft", eval_at_start=True)

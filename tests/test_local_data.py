@@ -172,13 +172,13 @@ def test_an_empty_input_file_is_named(files, tmp_path):
     prompts.write_text("")
     import ml_collections
 
-    from experiments import ppo
+    from rlhf_jax.data import prompt_data
     from rlhf_jax.data.jsonl import DataError
 
     config = ml_collections.ConfigDict({"data": {"source": "jsonl", "eval_fraction": 0.1,
                                                  "prompts_file": str(prompts)}})
     with pytest.raises(DataError, match=rf"{prompts}: 0 prompt\(s\); PPO needs at least 2"):
-        ppo.load_prompts(config, str(tmp_path))
+        prompt_data.load_prompts(config, str(tmp_path), None)
 
 
 def _tokenizer(tmp_path):

@@ -8,7 +8,7 @@ import ml_collections
 import pytest
 
 import rlhf_jax.lab  # noqa: F401  (registers "lab" before any test swaps the registry)
-from rlhf_jax.data import corpora, jsonl, sft_data, sources
+from rlhf_jax.data import corpora, jsonl, preference_data, prompt_data, sft_data, sources
 
 DATA_DIR = pathlib.Path(__file__).resolve().parents[1] / "rlhf_jax" / "data"
 
@@ -61,6 +61,8 @@ def _config(source):
 def test_builtin_sources_are_registered():
     assert sources.names("corpus") == ["lab", "text"]
     assert sources.names("sft_records") == ["jsonl", "lab"]
+    assert sources.names("prompts") == ["jsonl", "lab"]  # "jsonl" from two modules, merged
+    assert sources.get("jsonl", "prompts") is prompt_data.load_jsonl_prompts
 
 
 def test_an_unknown_source_names_the_expected_ones():
@@ -79,8 +81,11 @@ def test_a_source_without_what_is_asked_names_those_with_it():
     with pytest.raises(ValueError, match=r"^config.data.source='text' has no sft_records; "
                                          r"sources with one: \['jsonl', 'lab'\]$"):
         sft_data.load_records(_config("text"), "/nonexistent")
-    with pytest.raises(ValueError, match=r"data source kind 'prompts'; expected one of"):
-        sources.get("lab", "prompts")
+    with pytest.raises(ValueError, match=r"^config.data.source='text' has no prompts; "
+                                         r"sources with one: \['jsonl', 'lab'\]$"):
+        prompt_data.load_prompts(_config("text"), "/nonexistent", None)
+    with pytest.raises(ValueError, match=r"data source kind 'reviews'; expected one of"):
+        sources.get("lab", "reviews")
 
 
 def test_a_registered_source_is_what_the_loaders_return(registry, tmp_path):
@@ -99,9 +104,13 @@ def test_a_registered_source_is_what_the_loaders_return(registry, tmp_path):
     assert calls == [("corpus", "fake", str(tmp_path))]
     assert "fake" in sources.names("corpus") and "fake" in sources.names("sft_records")
 
-    sources.register(sources.Source("fake", corpus=corpus))  # the same name replaces it
-    with pytest.raises(ValueError, match="'fake' has no sft_records"):
-        sft_data.load_records(config, str(tmp_path))
+    other = (["another document"], [])
+    sources.register(sources.Source("fake", corpus=lambda c, w: other))  # replaces the corpus
+    assert corpora.load_corpus(config, str(tmp_path)) is other
+    assert sft_data.load_records(config, str(tmp_path)) is records  # and keeps the rest
+    sources.register(sources.Source("bare", corpus=corpus))
+    with pytest.raises(ValueError, match="'bare' has no sft_records"):
+        sft_data.load_records(_config("bare"), str(tmp_path))
 
 
 def test_the_registry_is_restored_after_a_test():
@@ -131,3 +140,60 @@ def test_the_lab_source_holds_out_a_seeded_share_in_order(monkeypatch, tmp_path)
     assert [r.source for r in held_out] == ["p1", "p3", "p5"]  # pinned: runs' data must not move
     assert [r.source for r in train] == ["p0", "p2", "p4", "p6", "p7", "p8", "p9"]
     assert held_out[0] == jsonl.SFTRecord((("user", "q1"),), "a1", "p1")
+
+
+def test_the_lab_prompts_are_turns_its_probes_score_and_never_cut(monkeypatch, tmp_path):
+    from rlhf_jax.lab import datasets, probes  # noqa: PLC0415
+
+    def load_prompts(lab_cfg, data_dir, split):
+        return [types.SimpleNamespace(turns=(("user", f"{split} {i}"),), family="fact_easy")
+                for i in range(3 if split == "train" else 2)]
+
+    scored = []
+    monkeypatch.setattr(datasets, "load_prompts", load_prompts)
+    monkeypatch.setattr(probes, "probe_metrics", lambda ps, rs, proxy_scores=None: scored.append(
+        ([p.turns for p in ps], rs, proxy_scores)) or {"gold_reward": 0.5})
+    tok = types.SimpleNamespace(chat=types.SimpleNamespace(
+        prompt_ids=lambda turns: [0] * len(turns[0][1])))
+    config = _config("lab")
+    config.lab, config.data.prompt_len = {}, 7
+    got = prompt_data.load_prompts(config, str(tmp_path), tok)
+    assert got.train == [(("user", f"train {i}"),) for i in range(3)]
+    assert got.held_out == [(("user", "probe 0"),), (("user", "probe 1"),)]
+    assert got.evaluate(["a", "b"], [1.0, 2.0]) == {"gold_reward": 0.5}
+    assert scored == [(got.held_out, ["a", "b"], [1.0, 2.0])]
+    config.data.prompt_len = 6  # "train 0" is 7 tokens here: over the budget is an error
+    with pytest.raises(ValueError, match=r"3 of 3 lab training prompts are longer than "
+                                         r"lab.protocol.prompt_len=6 tokens \(longest 7: a "
+                                         r"fact_easy prompt\)"):
+        prompt_data.load_prompts(config, str(tmp_path), tok)
+
+
+def test_sources_without_policy_probes_give_none_and_unknown_ones_an_error():
+    assert sources.optional("jsonl", "policy_probes") is None
+    assert sources.optional("lab", "policy_probes") is not None
+    with pytest.raises(ValueError, match=r"^config.data.source='books'; expected one of "):
+        sources.optional("books", "policy_probes")
+
+
+def test_the_lab_preferences_carry_gold_order_normaliser_ceiling_and_analysis(monkeypatch,
+                                                                               tmp_path):
+    from rlhf_jax.lab import preferences  # noqa: PLC0415
+
+    ps = [types.SimpleNamespace(id=f"p{i}", turns=(("user", f"q{i}"),)) for i in range(3)]
+    cols = {"prompts": ps, "response_a": ["a0", "a1", "a2"], "response_b": ["b0", "b1", "b2"],
+            "choice": [0, 1, 0], "gold_a": [1.0, 0.0, 2.0], "gold_b": [0.0, 0.0, 3.0],
+            "report": {"accuracy_ceiling": 0.7}}
+    monkeypatch.setattr(preferences, "lab_comparisons", lambda *a: (cols, cols))
+    seen = []
+    monkeypatch.setattr(preferences, "reward_analysis",
+                        lambda *a: seen.append(a[-1](ps[:1], ["r"])) or {"analysis/x": 1.0})
+    config = _config("lab")
+    got = preference_data.load_preferences(config, str(tmp_path), None, None, None, None)
+    assert [(r.chosen, r.rejected) for r in got.train] == [("a0", "b0"), ("b1", "a1"),
+                                                           ("a2", "b2")]
+    assert [(r.chosen, r.rejected) for r in got.gold_ordered] == [("a0", "b0"), ("b2", "a2")]
+    assert got.normaliser == ([p.turns for p in ps], ["a0", "a1", "a2"])
+    assert got.metrics == {"accuracy_ceiling": 0.7}
+    assert got.analysis(lambda turns, responses: (turns, responses)) == {"analysis/x": 1.0}
+    assert seen == [([ps[0].turns], ["r"])]  # the driver's scorer reads turns
