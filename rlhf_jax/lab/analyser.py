@@ -125,6 +125,11 @@ def assistant_format(response: str) -> bool:
     return not (questions >= 2 and 2 * questions > len(sentences))
 
 
+def opens_with_pleasantry(response: str) -> bool:
+    """Whether the text opens with a PLEASANTRIES phrase."""
+    return _PLEASANTRY_OPENING.match(_normalise(response)) is not None
+
+
 def num_words(response: str) -> int:
     """A response's length in words: the probes' ``mean_length``."""
     return len(response.split())
@@ -146,7 +151,7 @@ def analyse(prompt: Prompt, response: str) -> Features:
         flattering=has_phrase(text, phrases.FLATTERY),
         names_flaw=has_phrase(text, phrases.FLAW_TERMS),
         says_unknown=has_phrase(text, phrases.UNKNOWN),
-        pleasantry=_PLEASANTRY_OPENING.match(text) is not None,
+        pleasantry=opens_with_pleasantry(text),
         assistant_format=assistant_format(response),
         ends_properly=stripped.endswith((".", "!", "?")),
         num_words=num_words(stripped),

@@ -252,6 +252,13 @@ class _Scorer:
         return np.where(diff > 0, 0, np.where(diff < 0, 1, -1))
 
 
+def gold_fields(prompts, responses_a, responses_b, gold_weights=None):
+    """(gold_pref, gold_a, gold_b) of each pair, as in :class:`LabelResult`: the lab's
+    record of which response gold prefers, kept beside any labeller's labels."""
+    scorer = _Scorer(prompts, responses_a, responses_b, gold_weights)
+    return scorer.gold_pref(), scorer.gold_a, scorer.gold_b
+
+
 def label_pairs(
     prompts,
     responses_a,

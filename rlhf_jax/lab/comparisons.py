@@ -1,10 +1,13 @@
-"""Comparison data from the lab: on-policy pairs from the SFT policy, labelled by a panel.
+"""Comparison data from the lab: on-policy pairs from the SFT policy, labelled by a labeller.
 
 For each prompt, `pairs_per_prompt` pairs of responses are sampled from the
 policy (on-policy, as in InstructGPT); with `offpolicy_fraction > 0` that
 share of pairs replaces response B by one of the lab's rendered variants (a
 random style that applies to the family), and every record says where each
-response came from. One panel member, drawn at random, labels each pair.
+response came from. The labeller (:mod:`rlhf_jax.lab.labellers`) labels each
+pair: one member of the simulated panel drawn at random, or the AI judge.
+With ``data.all_pairs`` the training pairs are every pair of a prompt's
+samples (8 samples: 28 pairs instead of 4), more labels for no more sampling.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 from rlhf_jax import generate
 from rlhf_jax.lab import annotators, gold, render
 from rlhf_jax.lab.evaluate import prompt_text, sampler_config
-from rlhf_jax.lab.types import Prompt
+from rlhf_jax.lab.types import HARD_FAMILIES, Prompt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Comparisons:
     source_a: list[str]
     source_b: list[str]
     labels: annotators.LabelResult
+    cost: dict | None = None  # the labeller's cost figures (labellers.Labels.cost)
 
     def __len__(self):
         return len(self.prompts)
@@ -112,56 +116,78 @@ def sample_meta(what: str, init_from: str, prompts, copies: int, sample_cfg, see
                                                     "max_new_tokens", "temperature")}}
 
 
-def collect(graphdef, params, tok, prompts, data_cfg, panel_cfg, gold_cfg, key, seed,
-            mesh=None, samples=None) -> Comparisons:
-    """Samples, mixes in off-policy variants and labels `pairs_per_prompt` pairs per prompt.
+def collect(graphdef, params, tok, prompts, data_cfg, labeller, key, seed, mesh=None,
+            samples=None) -> Comparisons:
+    """Samples, mixes in off-policy variants and has `labeller` label the pairs
+    (:mod:`rlhf_jax.lab.labellers`): `pairs_per_prompt` disjoint pairs per prompt, or with
+    ``data.all_pairs`` every pair of the prompt's 2 * `pairs_per_prompt` samples.
 
     `samples` (2 * pairs_per_prompt lists of responses, :func:`sample_policy`'s) are
     used instead of sampling when given."""
     k = data_cfg.pairs_per_prompt
     if samples is None:
         samples = sample_policy(graphdef, params, tok, prompts, 2 * k, data_cfg, key, mesh)
+    if data_cfg.get("all_pairs", False):
+        if data_cfg.offpolicy_fraction:
+            raise ValueError("data.all_pairs pairs the policy's own samples: set "
+                             "data.offpolicy_fraction=0")
+        order = [(i, j) for i in range(2 * k) for j in range(i + 1, 2 * k)]
+    else:
+        order = [(2 * j, 2 * j + 1) for j in range(k)]
     rng = np.random.default_rng([seed, 21])
     rows = ([], [], [], [], [])
-    for j in range(k):
+    for ia, ib in order:
         for i, p in enumerate(prompts):
-            a, b, src_b = samples[2 * j][i], samples[2 * j + 1][i], "policy"
+            a, b, src_b = samples[ia][i], samples[ib][i], "policy"
             if rng.random() < data_cfg.offpolicy_fraction:
                 styles = render.applicable_styles(p.family)
                 style = styles[int(rng.integers(len(styles)))]
                 b, src_b = render.render_response(p, style, rng), f"render:{style}"
             for col, v in zip(rows, (p, a, b, "policy", src_b)):
                 col.append(v)
-    panel = annotators.make_panel(panel_cfg, seed)
-    labels = annotators.label_pairs(rows[0], rows[1], rows[2], panel, seed, gold_cfg)
-    return Comparisons(*rows, labels)
+    labels = labeller.label(rows[0], rows[1], rows[2], seed)
+    gold_pref, gold_a, gold_b = annotators.gold_fields(rows[0], rows[1], rows[2])
+    result = annotators.LabelResult(labels.choice, labels.annotator, labels.p_a, gold_pref,
+                                    gold_a, gold_b)
+    return Comparisons(*rows, result, labels.cost)
 
 
-def panel_report(comparisons: Comparisons, panel_cfg, gold_cfg, seed) -> dict:
-    """The panel's settings and agreement figures on these pairs (for the report)."""
-    panel = annotators.make_panel(panel_cfg, seed)
-    stats = annotators.agreement_stats(comparisons.prompts, comparisons.responses_a,
-                                       comparisons.responses_b, panel, seed + 1, gold_cfg)
+def panel_report(comparisons: Comparisons, labeller, seed) -> dict:
+    """The labeller's settings, cost and figures, and how its labels agree with gold."""
     lab = comparisons.labels
     decided = lab.gold_pref >= 0
-    ceiling = annotators.accuracy_ceiling(comparisons.prompts, comparisons.responses_a,
-                                          comparisons.responses_b, panel, gold_cfg)
+    hard = np.array([p.family in HARD_FAMILIES for p in comparisons.prompts], bool)
+
+    def agreement(mask):
+        mask = mask & decided
+        return float(np.mean(lab.choice[mask] == lab.gold_pref[mask])) if mask.any() \
+            else float("nan")
+
+    pairs = (comparisons.prompts, comparisons.responses_a, comparisons.responses_b)
+    extra = {}
+    if labeller.kind == "ai":  # how much the judge knows: its beliefs against the truth
+        asked = {p.id: p for p in comparisons.prompts if p.statement and p.answer}.values()
+        beliefs = [labeller.belief(p) for p in asked]
+        extra["judge_right"] = (float(np.mean([b == p.answer for b, p in zip(beliefs, asked)]))
+                                if beliefs else float("nan"))
     return {
-        "panel": panel_cfg.to_dict(),
+        **extra,
+        **labeller.report(*pairs, seed + 1),
+        "labeller_kind": labeller.kind,
         "num_pairs": len(comparisons),
-        "label_agrees_with_gold": float(np.mean(lab.choice[decided] == lab.gold_pref[decided])),
+        "label_agrees_with_gold": agreement(np.ones(len(comparisons), bool)),
+        "label_agrees_with_gold_hard": agreement(hard),
+        "label_agrees_with_gold_other": agreement(~hard),
         "gold_ties": float(np.mean(~decided)),
         "offpolicy_pairs": float(np.mean([s != "policy" for s in comparisons.source_b])),
-        **{k: float(v) for k, v in stats.items()},
-        "accuracy_ceiling": ceiling,
-        "accuracy_ceiling_from_agreement": annotators.ceiling_from_agreement(
-            stats["inter_annotator_agreement"]),
-        "gold_weights": gold.default_gold_weights().to_dict() if gold_cfg is None
-        else gold_cfg.to_dict(),
+        "accuracy_ceiling": labeller.ceiling(*pairs),
+        "label_cost": dict(comparisons.cost or {}),
+        "gold_weights": gold.default_gold_weights().to_dict(),
     }
 
 
-def load_or_collect(config, data_dir: str, split: str, prompts, collect_fn) -> dict:
+def load_or_collect(config, data_dir: str, split: str, prompts, collect_fn,
+                    labeller_fn) -> dict:
     """The labelled comparisons of one split as columns, sampled and labelled only once.
 
     They are stored as a TFDS dataset ``lab_preferences`` (split = "train" or
@@ -177,6 +203,8 @@ def load_or_collect(config, data_dir: str, split: str, prompts, collect_fn) -> d
     meta = {"panel": config.panel.to_dict(), "data": data,
             "lab": datasets.fingerprint(config.lab),
             "init_from": os.path.abspath(config.init_from), "seed": config.seed}
+    if config.get("labeller", None) is not None:  # absent: the panel's labels, named as before
+        meta["labeller"] = config.labeller.to_dict()
     # The name carries a hash of everything the labels depend on: another panel or policy
     # gets its own dataset instead of reading this one.
     digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()
@@ -186,7 +214,7 @@ def load_or_collect(config, data_dir: str, split: str, prompts, collect_fn) -> d
         report = tfds_builders.load_metadata(name, data_dir).get("report", {})
     except tfds_builders.DataError:
         comparisons = collect_fn(prompts)
-        report = panel_report(comparisons, config.panel, None, config.seed)
+        report = panel_report(comparisons, labeller_fn(), config.seed)
         records = comparisons.to_records(split)
         datasets.preferences_dataset(name, data_dir, lambda: records, {**meta, "report": report})
         source = tfds_builders.load_split(name, data_dir, "train")

@@ -32,29 +32,37 @@ def lab_comparisons(config, workdir, tok, graphdef, policy, mesh) -> tuple[dict,
     `graphdef, policy` are the SFT policy of ``config.init_from``, which samples the
     pairs when they are not cached yet.
     """
-    from rlhf_jax.lab import comparisons, datasets, protocol  # noqa: PLC0415
+    from rlhf_jax.lab import comparisons, datasets, labellers, protocol  # noqa: PLC0415
 
     if policy is None:
         raise ValueError("lab comparisons are sampled from the SFT policy: set "
                          "config.init_from to an SFT workdir")
     lab_dir = datasets.build(config.lab, data_dir(config, workdir))
+    labeller = None  # built when a split's labels are not stored yet
     out = []
     for split in ("train", "probe"):
         prompts = datasets.load_prompts(config.lab, data_dir(config, workdir), split)
         protocol.check_prompts(tok, prompts, config.data.prompt_len, f"{split} prompts")
         key = runtime.seed_key(config, "comparisons", split)
         copies = 2 * config.data.pairs_per_prompt
+        data_cfg = config.data
+        if split == "probe" and data_cfg.get("all_pairs", False):
+            data_cfg = data_cfg.copy_and_resolve_references()  # held-out pairs stay disjoint
+            data_cfg.all_pairs = False
 
-        def collect(ps, key=key, split=split, copies=copies):
+        def collect(ps, key=key, split=split, copies=copies, data_cfg=data_cfg):
+            nonlocal labeller
+            labeller = labeller or labellers.make_labeller(config, mesh)
             # Sampled once per policy and seed: another panel relabels the same samples.
             meta = comparisons.sample_meta(f"comparisons_{split}", config.init_from, ps,
                                            copies, config.data, config.seed)
             samples = comparisons.cached_samples(lab_dir, meta, lambda: comparisons.sample_policy(
                 graphdef, policy, tok, ps, copies, config.data, key, mesh))
-            return comparisons.collect(graphdef, policy, tok, ps, config.data, config.panel,
-                                       None, key, config.seed, mesh, samples=samples)
+            return comparisons.collect(graphdef, policy, tok, ps, data_cfg, labeller, key,
+                                       config.seed, mesh, samples=samples)
 
-        out.append(comparisons.load_or_collect(config, lab_dir, split, prompts, collect))
+        out.append(comparisons.load_or_collect(config, lab_dir, split, prompts, collect,
+                                               lambda: labeller))
     return out[0], out[1]
 
 
@@ -81,7 +89,8 @@ def preference_set(config, workdir, tok, graphdef, policy, mesh) -> sources.Pref
     def analysis(scorer):
         return reward_analysis(config, workdir, tok, eval_cols, graphdef, policy, mesh,
                                lambda prompts, responses: scorer([p.turns for p in prompts],
-                                                                 responses))
+                                                                 responses),
+                               train_report=train_cols["report"])
 
     return sources.PreferenceSet(
         train=records(train_cols, "label"), held_out=records(eval_cols, "label"),
@@ -90,7 +99,8 @@ def preference_set(config, workdir, tok, graphdef, policy, mesh) -> sources.Pref
         metrics={} if ceiling is None else {"accuracy_ceiling": ceiling}, analysis=analysis)
 
 
-def reward_analysis(config, workdir, tok, eval_cols, graphdef, policy, mesh, scorer) -> dict:
+def reward_analysis(config, workdir, tok, eval_cols, graphdef, policy, mesh, scorer,
+                    train_report=None) -> dict:
     """Length correlation, style gaps and best-of-n of a trained (normalised) reward
     ``scorer(prompts, responses)``; also written to ``report/reward_analysis.json``."""
     from rlhf_jax.lab import comparisons, datasets, rm_analysis  # noqa: PLC0415
@@ -123,6 +133,7 @@ def reward_analysis(config, workdir, tok, eval_cols, graphdef, policy, mesh, sco
     if jax.process_index() == 0:
         os.makedirs(os.path.join(workdir, "report"), exist_ok=True)
         with open(os.path.join(workdir, "report", "reward_analysis.json"), "w") as f:
-            json.dump({"metrics": out, "best_of_n": bon, "panel": eval_cols["report"]}, f,
+            json.dump({"metrics": out, "best_of_n": bon, "panel": eval_cols["report"],
+                       "panel_train": train_report or {}}, f,
                       indent=2, sort_keys=True, default=float)
     return out
