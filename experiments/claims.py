@@ -62,6 +62,11 @@ def arm_config(config, seed: int, name: str | None):
     arm = config.arms[name] if name else config.arms[next(iter(config.arms))]
     overrides = dict(arm.get("panel_overrides", {}))
     sub.panel = annotators.panel_config(arm.panel, **overrides).copy_and_resolve_references()
+    if name and arm.get("labeller", {}):
+        sub.labeller = ml_collections.ConfigDict(arm.labeller.to_dict())
+    if name and arm.get("all_pairs", False):
+        with sub.reward.data.unlocked():
+            sub.reward.data.all_pairs = True  # every pair of a prompt's samples is labelled
     sub.algorithm = arm.get("algorithm", "ppo") if name else "ppo"
     phase_table.algorithm(sub)
     _merge(sub.ppo, arm.get("ppo", {}), f"config.arms.{name}.ppo")
@@ -165,8 +170,16 @@ def collect(config, workdir: str) -> dict:
             analysis = _json(os.path.join(dirs["reward"], "report", "reward_analysis.json"))
             reward.update((analysis or {}).get("metrics") or {})
             if analysis:
-                reward["panel/accuracy_ceiling_from_agreement"] = (
-                    analysis.get("panel") or {}).get("accuracy_ceiling_from_agreement")
+                panel = analysis.get("panel") or {}
+                reward["panel/accuracy_ceiling_from_agreement"] = panel.get(
+                    "accuracy_ceiling_from_agreement")
+                for part in ("", "_hard", "_other"):  # the held-out pairs' labels
+                    reward[f"labels/agree_with_gold{part}"] = panel.get(
+                        f"label_agrees_with_gold{part}")
+                reward["labels/judge_right"] = panel.get("judge_right")
+                train_cost = (analysis.get("panel_train") or {}).get("label_cost") or {}
+                reward["labels/train_labels"] = train_cost.get("labels")
+                reward["labels/train_cost"] = train_cost.get("total_cost")
             # "ppo": the eval records of the arm's RL phase, whichever algorithm it runs.
             rl = dirs[config.arms[name].get("algorithm", "ppo")]
             res["arms"][name] = {"rlhf": metrics(os.path.join(root, name, "eval", "rlhf.json")),

@@ -75,6 +75,8 @@ def phase_configs(config, root: str, dirs: dict | None = None) -> dict:
         with sub.unlocked():
             sub.seed = config.seed
             sub.lab = config.lab.copy_and_resolve_references()
+            if phase in ("reward", "dpo") and config.get("labeller", None) is not None:
+                sub.labeller = _labeller(config, dirs)
             if phase == "dpo":
                 # The reward phase's comparisons: same panel and data settings, so the same
                 # cached samples and labels.
@@ -93,6 +95,15 @@ def phase_configs(config, root: str, dirs: dict | None = None) -> dict:
         protocol.apply(sub)
         out[phase] = sub
     return out
+
+
+def _labeller(config, dirs: dict):
+    """``config.labeller`` for a phase; an AI judge without a checkpoint gets the pretrained
+    model of this pipeline (what the base model knows)."""
+    cfg = config.labeller.copy_and_resolve_references()
+    if cfg.kind == "ai" and not cfg.judge_from:
+        cfg.judge_from = dirs["pretrain"]
+    return cfg
 
 
 def _finished(phase_dir: str, num_steps: int) -> bool:

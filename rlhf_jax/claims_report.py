@@ -157,6 +157,70 @@ def _algorithms_section(doc: Document, results: dict, config) -> None:
                   algorithms_table(results, others, control))
 
 
+LABELLER_ROWS = (
+    ("labels agreeing with gold, other families", "reward", "labels/agree_with_gold_other"),
+    ("labels agreeing with gold, hard families", "reward", "labels/agree_with_gold_hard"),
+    ("judge's beliefs right (facts and sums it can check)", "reward", "labels/judge_right"),
+    ("training labels", "reward", "labels/train_labels"),
+    ("their cost (human label = 1)", "reward", "labels/train_cost"),
+    ("RM accuracy against its labels", "reward", "eval/accuracy"),
+    ("RM gold accuracy", "reward", "eval/gold_accuracy"),
+    *((f"Δ {m} (RLHF − SFT)", "gain", m) for m in (
+        "gold_reward", "sycophancy_rate", "capitulation_rate", "flattery_rate", "hedge_rate",
+        "over_refusal_benign", "over_refusal_risky", "hallucination_rate", "mean_length")))
+
+
+def labellers_table(results: dict, arms, control: str | None = None) -> list[list[str]]:
+    """Per labeller row and arm: mean [95% interval] over seeds (held-out pairs' labels
+    against gold, the training labels and their cost, the reward model's accuracies, what
+    RLHF changed); with `control`, each arm minus the control arm on the same seed."""
+    def get(r, arm, kind, name):
+        if kind == "gain":
+            return claims_lib.rlhf_gain(r, arm, name)
+        return claims_lib._get(r["arms"].get(arm, {}).get("reward"), name)
+
+    body = []
+    for label, kind, name in LABELLER_ROWS:
+        row = [label]
+        for arm in arms:
+            values = [get(results[s], arm, kind, name) for s in results]
+            if control:
+                values = [claims_lib._sub(v, get(results[s], control, kind, name))
+                          for v, s in zip(values, results)]
+            iv = claims_lib.interval(values)
+            row.append("n/a" if not iv["n"] else
+                       f"{_fmt(iv['mean'])} [{_fmt(iv['low'])}, {_fmt(iv['high'])}]")
+        body.append(row)
+    return body
+
+
+def _labellers_section(doc: Document, results: dict, config) -> None:
+    arms = list(config.arms)
+    kinds = {a: (config.arms[a].get("labeller", {}) or {}).get("kind", "panel") for a in arms}
+    if "ai" not in kinds.values():
+        return
+    control = config.get("control", "unbiased")
+
+    def head(a):
+        spec = config.arms[a].get("labeller", {}) or {}
+        who = (f"AI, {spec['constitution']['preset']} constitution" if kinds[a] == "ai"
+               else f"{config.arms[a].panel} panel")
+        return f"{a} ({who}{', every pair' if config.arms[a].get('all_pairs') else ''})"
+
+    doc.heading(2, "Labellers")
+    doc.para("Who labelled the comparisons: the simulated panel or an AI judge (a "
+             "constitution read with the seed's pretrained model's knowledge; it sees the "
+             "prompt, the two responses and its checkpoint, never gold). Label agreement "
+             "with gold is over the held-out pairs gold does not tie; hard families are "
+             "fact_hard and arith_hard. Mean [Student-t 95% interval] over seeds.")
+    doc.table(["metric", *[head(a) for a in arms]], labellers_table(results, arms))
+    others = [a for a in arms if a != control]
+    if control in arms and others:
+        doc.para(f"Each arm minus the control arm `{control}` on the same seed.")
+        doc.table(["metric", *[f"{a} − {control}" for a in others]],
+                  labellers_table(results, others, control))
+
+
 def _band(ax, xs, ys, label, color):
     """Mean line and min–max band of per-seed series sampled at the same x."""
     common = sorted(set.intersection(*[set(x) for x in xs])) if xs else []
@@ -222,6 +286,7 @@ def write(workdir: str, config, results: dict, timings: dict | None = None) -> d
              f"{config.lab.protocol.temperature}.")
     _claims_section(doc, rows, seeds)
     _algorithms_section(doc, results, config)
+    _labellers_section(doc, results, config)
     _reward_section(doc, results, arms)
     _levels_section(doc, results, arms)
     png = overoptimisation_plot(results, "overopt") if "overopt" in arms else None

@@ -158,3 +158,30 @@ def test_algorithm_arms_reuse_the_panel_arms_and_get_a_table(claims_run):
         [gain("length_dpo", s) - gain("length", s) for s in (1, 2)])
     assert {"length (ppo, length)", "length_grpo (grpo, length)",
             "length_rloo (rloo, length)"} <= set(cells[0])
+
+
+def test_an_ai_labeller_arm_reuses_the_samples_and_gets_the_labellers_table(claims_run):
+    # An AI labeller arm on the module's seeds: it relabels the same SFT samples with the
+    # judge (the seed's pretrained model's knowledge) and trains its own reward model.
+    root = claims_run[0]
+    out = subprocess.run([sys.executable, "-m", "experiments.run", f"--workdir={root}",
+                          "--config=configs/lab/claims.py:unbiased,length,ai", *TOY[1:]],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-4000:]
+    assert "reward 1/" in out.stderr  # only the new arm's phases train
+    for seed in (1, 2):
+        s = root / f"seed{seed}"
+        for what in ("comparisons_train", "comparisons_probe"):
+            assert len(glob.glob(str(s / "data" / "lab_*" / "samples" / f"{what}_*.json"))) == 1
+        with open(s / "ai" / "reward" / "report" / "reward_analysis.json") as f:
+            report = json.load(f)
+        panel, train = report["panel"], report["panel_train"]
+        assert panel["labeller_kind"] == "ai"
+        assert panel["labeller"]["judge_from"] == str(s / "pretrain")
+        assert train["label_cost"]["labels"] == train["num_pairs"]
+        assert train["label_cost"]["total_cost"] == pytest.approx(0.1 * train["num_pairs"])
+        assert 0.0 <= panel["judge_right"] <= 1.0
+    md = (root / "report" / "claims.md").read_text()
+    section = md.split("## Labellers", 1)[1].split("\n## ", 1)[0]
+    assert "| metric | ai (AI, default constitution) | length (length panel) |" in section
+    assert "| their cost (human label = 1) |" in section and "ai − unbiased" in section

@@ -4,7 +4,10 @@
         --workdir=workdirs/lab/reward --config.init_from=workdirs/lab/sft
 
 The argument picks the panel preset: unbiased, human_like (default), length,
-agreement, flattery, confidence, caution or no_verification. The SFT policy
+agreement, flattery, confidence, caution or no_verification; or an AI
+labeller, "ai" (the default constitution) or "ai_cautious" (a badly worded
+principle), whose judge needs a checkpoint for its knowledge:
+``--config.labeller.judge_from=workdirs/lab/pretrain`` (rlhf_jax/lab/labellers.py). The SFT policy
 samples `data.pairs_per_prompt` pairs for each training prompt and each probe
 prompt (held out); the reward model starts from the SFT trunk. Samples follow
 the lab's protocol (lab.protocol) and are stored panel-free
@@ -17,7 +20,7 @@ positive `analysis/*_gap` figures for the biases it carries.
 import ml_collections
 
 from configs import common
-from rlhf_jax.lab import annotators
+from rlhf_jax.lab import annotators, labellers
 from rlhf_jax.lab.config import default_lab_config
 
 
@@ -25,6 +28,10 @@ def get_config(arg=None):
     preset = arg or "human_like"
     config = common.base_config("reward")
     config.lab = default_lab_config()
+    if preset in ("ai", "ai_cautious"):
+        config.labeller = labellers.ai_labeller_config(
+            "default" if preset == "ai" else "cautious")
+        preset = "human_like"  # unused by the AI labeller; the reward config keeps one
     config.panel = annotators.panel_config(preset).copy_and_resolve_references()
     config.data = common.data_config("lab")
     config.data.pairs_per_prompt = 4
