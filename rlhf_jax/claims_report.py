@@ -49,6 +49,13 @@ def _spread(values) -> str:
     return f"{np.mean(x):.3f}{sd}"
 
 
+def _interval_cell(values) -> str:
+    """Mean [Student-t 95% interval] over seeds of per-seed values, or n/a without any."""
+    iv = claims_lib.interval(values)
+    return ("n/a" if not iv["n"] else
+            f"{_fmt(iv['mean'])} [{_fmt(iv['low'])}, {_fmt(iv['high'])}]")
+
+
 def _claims_section(doc: Document, rows: list[dict], seeds) -> None:
     doc.heading(2, "Claims")
     doc.para("Each row is a paired difference, treatment minus control, on the same seed's "
@@ -128,9 +135,7 @@ def algorithms_table(results: dict, arms, control: str | None = None) -> list[li
             else:
                 value = (claims_lib.arm_gap(arm, control, name) if control else
                          lambda r, arm=arm, name=name: claims_lib.rlhf_level(r, arm, name))
-            iv = claims_lib.interval([value(results[s]) for s in results])
-            row.append("n/a" if not iv["n"] else
-                       f"{_fmt(iv['mean'])} [{_fmt(iv['low'])}, {_fmt(iv['high'])}]")
+            row.append(_interval_cell([value(results[s]) for s in results]))
         body.append(row)
     return body
 
@@ -187,9 +192,7 @@ def labellers_table(results: dict, arms, control: str | None = None) -> list[lis
             if control:
                 values = [claims_lib._sub(v, get(results[s], control, kind, name))
                           for v, s in zip(values, results)]
-            iv = claims_lib.interval(values)
-            row.append("n/a" if not iv["n"] else
-                       f"{_fmt(iv['mean'])} [{_fmt(iv['low'])}, {_fmt(iv['high'])}]")
+            row.append(_interval_cell(values))
         body.append(row)
     return body
 

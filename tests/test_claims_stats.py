@@ -80,3 +80,25 @@ def test_overoptimisation_values_by_hand():
     assert 4 * (alpha - beta * math.log(4)) == pytest.approx(0.1)
     assert beta > 0
     assert claims.fall_from_peak("overopt")({"arms": {}}) is None
+
+
+def test_labellers_table_is_the_interval_of_the_paired_values():
+    from rlhf_jax import claims_report
+
+    def seed(agree_a, agree_c, gold_a, gold_c, sft):
+        arm = lambda agree, gold: {  # noqa: E731
+            "reward": {"labels/agree_with_gold_hard": agree}, "rlhf": {"gold_reward": gold}}
+        return {"sft": {"gold_reward": sft}, "base": {},
+                "arms": {"ai": arm(agree_a, gold_a), "human": arm(agree_c, gold_c)}}
+
+    results = {1: seed(0.7, 0.5, 0.3, 0.1, 0.0), 2: seed(0.8, 0.5, 0.5, 0.2, 0.1)}
+    rows = {r[0]: r[1:] for r in claims_report.labellers_table(results, ["ai", "human"])}
+    half = 12.706204736174707 * (0.1 / 2 ** 0.5) / 2 ** 0.5  # t(0.975, 1) x sd / sqrt(n)
+    assert rows["labels agreeing with gold, hard families"] == [
+        f"+0.750 [{0.75 - half:+.3f}, {0.75 + half:+.3f}]", "+0.500 [+0.500, +0.500]"]
+    paired = {r[0]: r[1:] for r in claims_report.labellers_table(results, ["ai"], "human")}
+    # Δ gold (RLHF − SFT), ai minus human: 0.2 and 0.3 -> mean 0.25, sd 0.0707.
+    half = 12.706204736174707 * (0.1 / 2 ** 0.5) / 2 ** 0.5
+    assert paired["Δ gold_reward (RLHF − SFT)"] == [
+        f"+0.250 [{0.25 - half:+.3f}, {0.25 + half:+.3f}]"]
+    assert paired["RM gold accuracy"] == ["n/a"]

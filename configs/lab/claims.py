@@ -11,7 +11,8 @@ panels, human_like, a noisy (tau 1.5) and a noiseless unbiased panel, and the
 over-optimisation arm). `headline`: seeds 1-3 and the arms of the headline
 rows only (unbiased, length, agreement, flattery, over-optimisation).
 `rlaif`: seeds 1-3, the human_like panel against AI labellers
-(:func:`rlaif_arms`); the report adds the labellers table. `algorithms`: seeds 1-3, PPO, RLOO, GRPO and DPO under the length panel (its
+(:func:`rlaif_arms`); the report adds the labellers table. `algorithms`:
+seeds 1-3, PPO, RLOO, GRPO and DPO under the length panel (its
 bias shows in the headline run), against the same SFT policy, the same
 labelled comparisons and (RLOO, GRPO, and DPO's proxy scores) the same reward
 model; PPO's arm is the control (`config.control`), and the report adds the
