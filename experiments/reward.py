@@ -2,8 +2,9 @@
 
 Comparisons come from ``config.data.source`` (:mod:`rlhf_jax.data.preference_data`).
 Lab data (``"lab"``): for each training prompt the SFT
-policy (``config.init_from``) samples ``pairs_per_prompt`` pairs, an annotator
-panel (``config.panel``) labels them, and they are stored as a TFDS dataset;
+policy (``config.init_from``) samples ``pairs_per_prompt`` pairs, a labeller
+labels them (the annotator panel ``config.panel``, or the AI judge of
+``config.labeller``: :mod:`rlhf_jax.lab.labellers`), and they are stored as a TFDS dataset;
 probe prompts give the held-out comparisons. Local data (``"jsonl"``):
 preference JSONL or Anthropic HH files in ``config.data.manual_dir``.
 
