@@ -18,7 +18,7 @@ from rlhf_jax.lab import world as world_lib
 from rlhf_jax.lab.config import default_lab_config
 
 CFG = models.ModelConfig(vocab_size=512, num_layers=2, embed_dim=32, num_heads=4,
-                         num_kv_heads=2, head_dim=8, mlp_dim=48, max_len=48)
+                         num_kv_heads=2, head_dim=8, mlp_dim=48, max_len=96)
 
 
 class WordTokenizer:
@@ -210,3 +210,35 @@ def test_errors():
     config.labeller = labellers.ai_labeller_config()
     with pytest.raises(ValueError, match="config.labeller.judge_from is empty"):
         labellers.make_labeller(config)
+
+
+def test_self_preference_moves_the_odds_by_the_checkpoints_likelihood():
+    class Chat:
+        def __init__(self, tok):
+            self.tok = tok
+
+        def prompt_ids(self, turns):
+            return self.tok.encode(" ".join(t for _, t in turns))
+
+        def reply_ids(self, turns, reply):
+            return self.tok.encode(reply) + [1]
+
+    tok = WordTokenizer()
+    tok.chat = Chat(tok)
+    prompts, a, b = _pairs()
+    plain = labellers.AILabeller(labellers.ai_labeller_config(), *model(), tok)
+    vain = labellers.AILabeller(labellers.ai_labeller_config(self_preference=0.5), *model(),
+                                tok)
+    logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
+    views = [judge.view(p) for p in prompts]
+    sums_a, n_a = judge.continuation_sums(*model(), [tok.chat.prompt_ids(v.turns) for v in views],
+                                          [tok.chat.reply_ids(v.turns, r) for v, r in
+                                           zip(views, a)], 0)
+    sums_b, n_b = judge.continuation_sums(*model(), [tok.chat.prompt_ids(v.turns) for v in views],
+                                          [tok.chat.reply_ids(v.turns, r) for v, r in
+                                           zip(views, b)], 0)
+    want = 6.0 * 0.5 * (sums_a / n_a - sums_b / n_b)
+    p0, p1 = plain.probabilities(prompts, a, b), vain.probabilities(prompts, a, b)
+    keep = (p0 > 1e-6) & (p0 < 1 - 1e-6) & (p1 > 1e-6) & (p1 < 1 - 1e-6)
+    assert keep.sum() > 5
+    np.testing.assert_allclose((logit(p1) - logit(p0))[keep], want[keep], atol=1e-4)

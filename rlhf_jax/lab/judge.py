@@ -70,7 +70,7 @@ def continuation_sums(graphdef, params, prefixes, continuations, pad_id: int, *,
                       batch_size: int = 256, mesh=None) -> tuple[np.ndarray, np.ndarray]:
     """(summed log-prob [N], token count [N]) of each continuation after its prefix (ids)."""
     rows = [list(p) + list(c) for p, c in zip(prefixes, continuations)]
-    length = max(8, -(-max(len(r) for r in rows) // 8) * 8)
+    length = max(2, max(len(r) for r in rows))
     tokens = np.full((len(rows), length), pad_id, np.int32)
     mask = np.zeros_like(tokens)
     scored = np.zeros_like(tokens)
