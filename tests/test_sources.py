@@ -187,7 +187,8 @@ def test_the_lab_preferences_carry_gold_order_normaliser_ceiling_and_analysis(mo
     monkeypatch.setattr(preferences, "lab_comparisons", lambda *a: (cols, cols))
     seen = []
     monkeypatch.setattr(preferences, "reward_analysis",
-                        lambda *a: seen.append(a[-1](ps[:1], ["r"])) or {"analysis/x": 1.0})
+                        lambda *a, train_report: seen.append((a[-1](ps[:1], ["r"]), train_report))
+                        or {"analysis/x": 1.0})
     config = _config("lab")
     got = preference_data.load_preferences(config, str(tmp_path), None, None, None, None)
     assert [(r.chosen, r.rejected) for r in got.train] == [("a0", "b0"), ("b1", "a1"),
@@ -196,4 +197,5 @@ def test_the_lab_preferences_carry_gold_order_normaliser_ceiling_and_analysis(mo
     assert got.normaliser == ([p.turns for p in ps], ["a0", "a1", "a2"])
     assert got.metrics == {"accuracy_ceiling": 0.7}
     assert got.analysis(lambda turns, responses: (turns, responses)) == {"analysis/x": 1.0}
-    assert seen == [([ps[0].turns], ["r"])]  # the driver's scorer reads turns
+    # the driver's scorer reads turns; the training panel's report goes beside the held-out one
+    assert seen == [(([ps[0].turns], ["r"]), {"accuracy_ceiling": 0.7})]
