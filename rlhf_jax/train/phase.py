@@ -22,6 +22,7 @@ from rlhf_jax import checkpoint
 from rlhf_jax.data.iterator import BatchIterator
 from rlhf_jax.metrics import MetricWriter, trim_records
 from rlhf_jax.train.loop import run_loop
+from rlhf_jax.train.steps import steps_done
 
 
 def run_phase(
@@ -58,7 +59,7 @@ def run_phase(
                                    keep=config.keep_checkpoints)
     state, meta, source = checkpoint.resume_or_init(
         ckpt, abstract_state, init, init_from=init_from or None, from_previous=from_previous)
-    start = int(state["step"])
+    start = steps_done(state["step"])  # [S] for a seed-stacked state
     single = isinstance(iterators, BatchIterator)
     its = [iterators] if single else list(iterators)
     saved = meta.get("data")

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from rlhf_jax import sharding
 
@@ -50,6 +51,14 @@ def sharded_init(init: Callable[..., Any], mesh, rules, *example_args, shardings
     if shardings is None:
         shardings = sharding.state_shardings(abstract, mesh, rules)
     return abstract, shardings, jax.jit(init, out_shardings=shardings)
+
+
+def steps_done(step) -> int:
+    """The step of a state whose ``step`` is a scalar, or [S] with every seed at the same step."""
+    steps = np.asarray(jax.device_get(step)).reshape(-1)
+    if steps.size == 0 or np.any(steps != steps[0]):
+        raise ValueError(f"the seeds of a stacked state are at different steps: {steps.tolist()}")
+    return int(steps[0])
 
 
 def global_norm(tree) -> jax.Array:
