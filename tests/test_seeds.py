@@ -78,31 +78,37 @@ def test_ppo_over_seeds_equals_separate_runs():
                            np.asarray(metrics["ppo/policy_loss"][1]))
 
 
+def _separate_and_stacked(trainer, step, batches, steps: int):
+    """`steps` steps of each seed (seed i: init key i, its `batches[i][t]`), one seed after
+    another and then all at once: -> (one-seed states, stacked state, stacked metrics)."""
+    keys = [jax.random.key(i) for i in range(len(batches))]
+    at = lambda batch, t: jax.tree.map(lambda x: x[t], batch)  # noqa: E731
+    runs = []
+    for key, batch in zip(keys, batches):
+        state = trainer.init_state(key)
+        for t in range(steps):
+            state, _ = step(state, at(batch, t))
+        runs.append(jax.device_get(state))
+    stacked_step = seeds.over_seeds(step, donate_argnums=(0,))
+    states = seeds.stack([trainer.init_state(k) for k in keys], trainer.state_shardings)
+    for t in range(steps):
+        states, metrics = stacked_step(states, seeds.stack([at(b, t) for b in batches]))
+    return runs, states, metrics
+
+
 def test_sft_step_over_seeds_equals_separate_runs():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     oc = optim.default_optim_config()
     oc.warmup_steps, oc.learning_rate = 0, 1e-2
     trainer = lm.make_trainer(models.default_model_config(**toy.MODEL), oc, 10, mesh,
                               sharding.DEFAULT_RULES)
-    step = lm.make_train_step(trainer)
     rng = np.random.default_rng(0)
     batches = [{"tokens": jnp.asarray(rng.integers(2, 16, (3, 8, 16)), jnp.int32),
                 "segment_ids": jnp.ones((3, 8, 16), jnp.int32),
                 "loss_mask": jnp.asarray(rng.random((3, 8, 16)) < 0.7, jnp.float32)}
                for _ in range(S)]
-    runs = []
-    for i in range(S):
-        state = trainer.init_state(jax.random.key(i))
-        for t in range(3):
-            state, _ = step(state, jax.tree.map(lambda x, t=t: x[t], batches[i]))
-        runs.append(jax.device_get(state))
-
-    stacked_step = seeds.over_seeds(step, donate_argnums=(0,))
-    states = seeds.stack([trainer.init_state(jax.random.key(i)) for i in range(S)],
-                         trainer.state_shardings)
-    for t in range(3):
-        states, metrics = stacked_step(states, seeds.stack(
-            [jax.tree.map(lambda x, t=t: x[t], b) for b in batches]))
+    runs, states, metrics = _separate_and_stacked(trainer, lm.make_train_step(trainer),
+                                                  batches, 3)
     assert metrics["train/loss"].shape == (S,)
     _assert_stacked_layout(states, trainer.state_shardings)
     _assert_close(states, runs, atol=1e-5)
@@ -112,21 +118,10 @@ def test_reward_step_over_seeds_equals_separate_runs():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     trainer = toy_reward._trainer(mesh, num_members=2)
     batches = [toy_reward._pair_batch(np.random.default_rng(i), (2, 2, 8), marker=True)
-               for i in range(S)]
-    runs = []
-    for i in range(S):
-        state = trainer.init_state(jax.random.key(i))
-        for t in range(2):
-            state, _ = trainer.train_step(state, jax.tree.map(lambda x, t=t: x[t], batches[i]))
-        runs.append(jax.device_get(state))
-
-    stacked_step = seeds.over_seeds(trainer.train_step, donate_argnums=(0,))
-    states = seeds.stack([trainer.init_state(jax.random.key(i)) for i in range(S)],
-                         trainer.state_shardings)
-    for t in range(2):
-        states, metrics = stacked_step(states, seeds.stack(
-            [jax.tree.map(lambda x, t=t: x[t], b) for b in batches]))
+               for i in range(S)]  # [steps, members, pairs, 2, L]
+    runs, states, metrics = _separate_and_stacked(trainer, trainer.train_step, batches, 2)
     assert metrics["train/accuracy"].shape == (S,)
+    _assert_stacked_layout(states, trainer.state_shardings)
     _assert_close(states, runs, atol=1e-5)
 
 
