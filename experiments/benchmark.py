@@ -30,7 +30,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from rlhf_jax import bench, models, sampling, sharding
-from rlhf_jax.train import lm, ppo, reward
+from rlhf_jax.train import lm, ppo, reward, seeds
 
 # Optimiser schedules need a horizon; it only shapes the learning rate, never the speed.
 _SCHEDULE_STEPS = 1000
@@ -255,6 +255,74 @@ def measure_ppo_iteration(config, mesh, rules, env, rng) -> dict:
     )
 
 
+def _time_seeds(config, trainer, cfg, rm_params, mesh, rng, count: int) -> dict:
+    """bench.time_calls of one iteration of `count` seeds, each with its own weights."""
+    b, lo, hi = (config.ppo.rollout_batch_size, config.bench.ppo_prompt_min,
+                 config.bench.ppo_prompt_max)
+    policies = [models.init(cfg, jax.random.key(config.seed + 10 * s))[1] for s in range(count)]
+    seeded = seeds.SeededPPO(trainer, count, shared_reward=True)
+    carry = {"states": seeded.init_state(
+        policies, [ppo.value_params_from_lm(config.model, p) for p in policies],
+        [jax.random.key(config.seed + 10 * s + 3) for s in range(count)])}
+    refs = seeds.stack(policies, trainer.state_shardings["policy"])
+    rows_sh = NamedSharding(mesh, PartitionSpec(None, ("data", "fsdp")))
+
+    def call():
+        drawn = [_ppo_prompts(rng, cfg, b, lo, hi) for _ in range(count)]
+        prompts = jax.device_put({k: np.stack([d[k] for d in drawn]) for k in drawn[0]},
+                                 rows_sh)
+        carry["states"], metrics, _ = seeded.iteration(carry["states"], refs, rm_params,
+                                                       prompts)
+        return carry["states"], metrics
+
+    timing = bench.time_calls(call, config.bench.warmup, config.bench.runs)
+    return {"seeds": count, "compile_s": timing["compile_s"], "run_s": timing["run_s"],
+            "per_seed_s": timing["run_s"] / count, "all_s": timing["all_s"]}
+
+
+def measure_ppo_seeds(config, mesh, rules, env, rng) -> dict:
+    """The PPO iteration of :func:`measure_ppo_iteration` for S seeds at once, per S of
+    ``bench.seed_counts`` (:class:`rlhf_jax.train.seeds.SeededPPO`: one program over a
+    leading seed axis; each seed its own policy, value, reference and prompts).
+
+    ``run_s`` is the median wall time of one S-seed iteration (pipelined, blocked at
+    its end); ``per_seed_s`` divides it by S, and ``speedup`` is S one-seed iterations'
+    time over one S-seed iteration's (the first S's ``run_s`` x S / this ``run_s``).
+    """
+    cfg = models.ModelConfig.from_config(config.model)
+    ppo_cfg = config.ppo
+    b = ppo_cfg.rollout_batch_size
+    lo, hi = config.bench.ppo_prompt_min, config.bench.ppo_prompt_max
+    counts = [int(c) for c in str(config.bench.seed_counts).split(",") if c.strip()]
+    if not counts or min(counts) < 1:
+        raise ValueError(f"bench.seed_counts={config.bench.seed_counts!r}: expected positive "
+                         "integers, comma-separated")
+    rm_graphdef, rm_params = models.init_scalar(cfg, jax.random.key(config.seed + 2))
+
+    def reward_fn(params, tokens, mask):
+        per_token = models.scalar_forward(rm_graphdef, params, tokens, mask)
+        return {"score": models.gather_last(per_token, mask)}
+
+    trainer = ppo.make_ppo(config.model, ppo_cfg, _SCHEDULE_STEPS, mesh, rules, reward_fn,
+                           eos_id=cfg.vocab_size, pad_id=0)
+    rm_params = jax.device_put(rm_params, NamedSharding(mesh, PartitionSpec()))
+    per_count = [_time_seeds(config, trainer, cfg, rm_params, mesh, rng, count)
+                 for count in counts]
+    base = per_count[0]["run_s"] / per_count[0]["seeds"]
+    for row in per_count:
+        row["speedup"] = base * row["seeds"] / row["run_s"]
+    last = per_count[-1]
+    timing = {"compile_s": sum(r["compile_s"] for r in per_count), "run_s": last["run_s"],
+              "all_s": last.pop("all_s")}
+    for row in per_count:
+        row.pop("all_s", None)
+    shapes = {"batch": b, "prompt_min": lo, "prompt_max": hi,
+              "response_len": ppo_cfg.max_new_tokens, "epochs": ppo_cfg.num_epochs,
+              "minibatches": ppo_cfg.num_minibatches, "seed_counts": counts}
+    return _record(config, env, "ppo_seeds", shapes, timing, by_seeds=per_count,
+                   per_seed_s=last["per_seed_s"], speedup=last["speedup"])
+
+
 def _emit(record: dict, path: str) -> None:
     line = json.dumps(record, sort_keys=True)
     print(line, flush=True)
@@ -288,6 +356,8 @@ def run(config, workdir: str) -> list[dict]:
             emit(measure_train_reward(config, mesh, rules, env, peak, rng))
         elif name == "sampler":
             emit(measure_sampler(config, env, bandwidth, rng))
+        elif name == "ppo_seeds":
+            emit(measure_ppo_seeds(config, mesh, rules, env, rng))
         else:
             emit(measure_ppo_iteration(config, mesh, rules, env, rng))
     return records

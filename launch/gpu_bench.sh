@@ -6,7 +6,8 @@
 #                                       # shapes on both sides, the ratios mean nothing
 #
 # Runs, each under its own time limit so one stuck step cannot eat the rest:
-#   ours : python -m experiments.benchmark --preset=gpt2_small, then --preset=llama_1b
+#   ours : python -m experiments.benchmark --preset=gpt2_small, then --preset=llama_1b, then
+#          --preset=lab --only=ppo_seeds (the lab's PPO iteration for 1, 4 and 16 seeds at once)
 #   peers: hf_generate_bench.py (transformers generate + PyTorch train step), gpt2-small and
 #          llama-1b shapes; trl_ppo.py (TRL PPOTrainer), GPT-2 small x 4 models
 # then prints a table of ours / peer and leaves every raw JSON in $OUT_DIR.
@@ -36,7 +37,8 @@ SITE=${SITE:-/tmp/rlhf_jax_gpu_site}
 DEVICE=${DEVICE:-cuda}
 case "$DEVICE" in
   cuda)
-    OURS=(gpt2_small llama_1b); OURS_LIMITS=(150 100); OURS_ONLY=("" "")
+    OURS=(gpt2_small llama_1b lab); OURS_LIMITS=(150 100 50)
+    OURS_ONLY=("" "" "--only=ppo_seeds")
     GEN1=(--preset gpt2-small --dtype bf16 --batch 64 --prompt-len 128 --new-tokens 128
           --train-batch 16 --seq-len 1024)
     GEN2=(--preset llama-1b --dtype bf16 --batch 32 --prompt-len 128 --new-tokens 128
@@ -44,7 +46,8 @@ case "$DEVICE" in
     TRL=(--bf16 --layers 12 --d-model 768 --heads 12 --vocab 50257 --ctx 1024 --batch-size 64
          --prompt-min 32 --prompt-max 64 --response-len 64 --iters 10 --warmup 2) ;;
   cpu)
-    OURS=(toy toy); OURS_LIMITS=(300 300); OURS_ONLY=("" "--only=train_sft,sampler")
+    OURS=(toy toy toy); OURS_LIMITS=(300 300 300)
+    OURS_ONLY=("" "--only=train_sft,sampler" "--only=ppo_seeds")
     GEN1=(--arch gpt2 --layers 2 --d-model 64 --heads 2 --vocab 512 --dtype fp32 --batch 4
           --prompt-len 8 --new-tokens 8 --train-batch 2 --seq-len 32 --runs 2 --warmup 1)
     GEN2=(--arch llama --layers 2 --d-model 64 --heads 2 --vocab 512 --dtype fp32 --batch 4
@@ -110,7 +113,7 @@ step() {  # step <seconds> <log name> <command...>: run with a limit, keep going
 }
 
 OURS_PATH="$SITE/ours:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-for i in 0 1; do
+for i in 0 1 2; do
   # shellcheck disable=SC2086  # OURS_ONLY is empty or one flag
   step "${OURS_LIMITS[$i]}" "ours_${OURS[$i]}_$i" env PYTHONPATH="$OURS_PATH" \
     "$PYTHON" -m experiments.benchmark --preset="${OURS[$i]}" --workdir="$OUT_DIR" ${OURS_ONLY[$i]}
@@ -177,6 +180,9 @@ for preset, figure, a, b, better in rows:
     print(fmt.format(preset, figure, f"{a:.4g}" if a else "-", f"{b:.4g}" if b else "-", ratio,
                      better))
 for key, r in sorted(ours.items()):
+    for row in r.get("by_seeds", []):  # ppo_seeds: S seeds as one program
+        print(f"{key[0]} {key[1]} S={row['seeds']}: {row['run_s']:.4g} s/iteration, "
+              f"{row['per_seed_s']:.4g} s per seed, {row['speedup']:.3g}x S one-seed iterations")
     if "mfu" in r or "bandwidth_fraction" in r or "outside_fraction" in r:
         extra = {k: round(r[k], 4) for k in ("mfu", "bandwidth_fraction", "limit_ms_per_step",
                                              "outside_fraction") if k in r}

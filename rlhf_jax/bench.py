@@ -27,14 +27,18 @@ import numpy as np
 
 from rlhf_jax.models import ModelConfig, flops_per_token
 
-MEASUREMENTS = ("train_sft", "train_reward", "sampler", "ppo_iteration")
+MEASUREMENTS = ("train_sft", "train_reward", "sampler", "ppo_iteration", "ppo_seeds")
+# What a preset measures unless it says otherwise: ppo_seeds (S PPO runs at once) is asked
+# for by the presets where a seed axis is the question (the lab's, the toy's).
+DEFAULT_MEASUREMENTS = MEASUREMENTS[:4]
 
 
 def default_bench_config() -> ml_collections.ConfigDict:
     """The benchmark's knobs (``config.bench``); presets in configs/bench/ set the shapes."""
     return ml_collections.ConfigDict(
         {
-            "measurements": ",".join(MEASUREMENTS),  # comma-separated subset of MEASUREMENTS
+            # A comma-separated subset of MEASUREMENTS.
+            "measurements": ",".join(DEFAULT_MEASUREMENTS),
             "warmup": 1,  # untimed calls after the first (compiling) one
             "runs": 5,  # timed calls; the median is reported
             "matmul_size": 2048,  # n of the n x n x n peak matmul
@@ -50,6 +54,7 @@ def default_bench_config() -> ml_collections.ConfigDict:
             "sampler_new_tokens": 32,
             "ppo_prompt_min": 16,
             "ppo_prompt_max": 32,
+            "seed_counts": "1,4,16",  # ppo_seeds: the S of each measurement, comma-separated
         }
     )
 

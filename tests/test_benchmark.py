@@ -28,6 +28,7 @@ FIELDS = {
                          "copy_gb_per_s", "limit_ms_per_step", "bandwidth_fraction"),
     "ppo_iteration": COMMON + ("rollout_s", "update_s", "outside_s", "outside_fraction",
                                "pipelined_s", "episodes_per_s"),
+    "ppo_seeds": COMMON + ("per_seed_s", "speedup", "by_seeds"),
     "matmul_peak": ("name", "preset", "device_kind", "jax_version", "size", "dtype", "run_s",
                     "tflops"),
     "copy_bandwidth": ("name", "preset", "device_kind", "jax_version", "mib", "run_s",
@@ -82,6 +83,14 @@ def test_records_are_consistent(toy_run):
     assert ppo["outside_s"] < ppo["run_s"]
     assert ppo["rollout_s"] + ppo["update_s"] <= ppo["run_s"] * (1 + 1e-9)
     assert ppo["episodes_per_s"] == pytest.approx(8 / ppo["run_s"])
+    seeded = by_name["ppo_seeds"]
+    rows = seeded["by_seeds"]
+    assert [r["seeds"] for r in rows] == seeded["shapes"]["seed_counts"] == [1, 2]
+    assert rows[0]["speedup"] == pytest.approx(1.0)
+    for r in rows:
+        assert r["per_seed_s"] == pytest.approx(r["run_s"] / r["seeds"])
+        assert r["speedup"] == pytest.approx(rows[0]["run_s"] * r["seeds"] / r["run_s"])
+    assert seeded["run_s"] == rows[-1]["run_s"] and seeded["speedup"] == rows[-1]["speedup"]
 
 
 def test_jsonl_holds_the_records(toy_run):

@@ -2,6 +2,7 @@
 
     python -m experiments.benchmark --preset=lab --workdir=/tmp/bench_lab --only=ppo_iteration
     python -m experiments.benchmark --preset=lab:32 --workdir=/tmp/bench_lab32 --only=ppo_iteration
+    python -m experiments.benchmark --preset=lab --workdir=/tmp/bench_seeds --only=ppo_seeds
 
 2 layers, width 128, 4 heads (2 KV), vocab 512 (~0.5M parameters, the
 quickstart model); PPO batch 32, 4 epochs of one minibatch; float32; random
@@ -12,6 +13,7 @@ before it (prompts cut to 64, responses of 32, pairs of 128), for comparison.
 """
 
 from configs.bench._base import bench_config
+from rlhf_jax import bench
 
 
 def get_config(arg=None):
@@ -28,6 +30,7 @@ def get_config(arg=None):
         reward_batch=16, reward_seq_len=128 if old else 224, reward_members=1,
         sampler_batch=64, sampler_prompt_len=prompt, sampler_new_tokens=48 if old else response,
         ppo_prompt_min=16 if old else 24, ppo_prompt_max=prompt,
+        measurements=",".join(bench.MEASUREMENTS),
     ))
     config.ppo.rollout_batch_size = 32
     config.ppo.max_new_tokens = response

@@ -7,6 +7,7 @@ well formed. Batches are multiples of 8 so that 8 (fake) devices split them.
 """
 
 from configs.bench._base import bench_config
+from rlhf_jax import bench
 
 
 def get_config(arg=None):
@@ -20,6 +21,7 @@ def get_config(arg=None):
         # Enough decode steps that (48 tokens) - (1 token) stays positive under load.
         sampler_batch=8, sampler_prompt_len=8, sampler_new_tokens=48,
         ppo_prompt_min=4, ppo_prompt_max=8,
+        measurements=",".join(bench.MEASUREMENTS), seed_counts="1,2",
     ))
     config.ppo.rollout_batch_size = 8
     config.ppo.max_new_tokens = 8
