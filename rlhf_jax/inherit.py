@@ -43,8 +43,9 @@ def source_model(config) -> tuple[dict | None, str]:
     if config.get("init_from"):
         from rlhf_jax import runtime  # noqa: PLC0415
 
-        where = os.path.join(config.init_from, "config.json")
-        upstream = runtime.read_config(config.init_from)
+        first = config.init_from.split(",")[0].strip()  # a list of runs shares one model
+        where = os.path.join(first, "config.json")
+        upstream = runtime.read_config(first)
         if "model" not in upstream:
             return None, ""
         return upstream.model.to_dict(), where

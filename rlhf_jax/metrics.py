@@ -160,11 +160,13 @@ class Progress:
         if not self.enabled:
             return
         if metrics:
-            shown = []
-            for k, v in [kv for kv in metrics.items() if kv[0] != "step"][:4]:
+            shown, first = [], [kv for kv in metrics.items() if kv[0] != "step"][:4]
+            short = [k.split("/")[-1] for k, _ in first]
+            for (k, v), name in zip(first, short):
                 v = _to_python(v)
                 if isinstance(v, (int, float)):
-                    shown.append(f"{k.split('/')[-1]}={v:.4g}")
+                    name = k if short.count(name) > 1 else name  # seed0/ppo/kl, seed1/ppo/kl
+                    shown.append(f"{name}={v:.4g}")
             self._postfix = " ".join(shown)
         now = time.time()
         done = step - self._start

@@ -179,12 +179,18 @@ def _ppo_cmd(workdir, dirs, sft_dir, reward_dir):
                           f"--config.reward_from={reward_dir}"], data)
 
 
-def test_ppo_metrics_and_bitwise_resume_after_sigkill(dirs, sft_dir, reward_dir):
-    root, _ = dirs
-    ref = str(root / "ppo")
+@pytest.fixture(scope="module")
+def ppo_dir(dirs, sft_dir, reward_dir):
+    ref = str(dirs[0] / "ppo")
     out = subprocess.run(_ppo_cmd(ref, dirs, sft_dir, reward_dir), cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
+    return ref
+
+
+def test_ppo_metrics_and_bitwise_resume_after_sigkill(dirs, sft_dir, reward_dir, ppo_dir):
+    root, _ = dirs
+    ref = ppo_dir
     records = read_metrics(ref)
     per_iteration = [r for r in records if "ppo/kl_coef" in r]
     assert [r["step"] for r in per_iteration] == list(range(1, 7))
@@ -217,6 +223,50 @@ def test_ppo_needs_both_workdirs(tmp_path):
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "PPO needs config.init_from (an SFT workdir) and config.reward_from" in out.stderr
+
+
+def _restore_item(workdir, step, item):
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer().restore(os.path.join(workdir, "checkpoints", str(step),
+                                                           item))
+
+
+def test_ppo_over_seeds_equals_one_seed_runs_and_resumes_bitwise_after_sigkill(
+        dirs, sft_dir, reward_dir, ppo_dir):
+    root, data = dirs
+
+    def cmd(workdir):  # seed 0 is ppo_dir's run (config.seed 0), seed 1 another
+        return _cmd(workdir, ["--config=configs/lab/ppo_seeds.py", *PPO[1:],
+                              "--config.seeds=(0,1)", f"--config.init_from={sft_dir}",
+                              f"--config.reward_from={reward_dir}"], data)
+
+    ref = str(root / "ppo_seeds")
+    out = subprocess.run(cmd(ref), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    records = read_metrics(ref)
+    assert [r["step"] for r in records if "seed1/ppo/kl_coef" in r] == list(range(1, 7))
+    assert [r["step"] for r in records if "seed1/eval/gold_reward" in r] == [0, 3, 6]
+    one_seed = {r["step"]: r for r in read_metrics(ppo_dir)}
+    for r in records:
+        for name, value in r.items():
+            if name.startswith("seed0/"):
+                want = one_seed[r["step"]][name[len("seed0/"):]]
+                assert value == pytest.approx(want, rel=1e-4, abs=1e-4), name
+    stacked, single = _restore_item(ref, 6, "policy"), _restore_item(ppo_dir, 6, "policy")
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a[0], b, atol=1e-4), stacked, single)
+    assert any(np.abs(a[0] - a[1]).max() > 1e-4 for a in jax.tree.leaves(stacked))
+    assert os.path.getsize(os.path.join(ref, "seed1", "samples.jsonl")) > 0
+
+    killed = str(root / "ppo_seeds_killed")
+    _kill_once_checkpointed(cmd(killed), killed, step=2)
+    out = subprocess.run(cmd(killed), cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "resumed" in out.stdout, out.stderr[-3000:]
+    for item in ("policy", "value", "policy_opt", "kl_coef", "rng", "step"):
+        jax.tree.map(np.testing.assert_array_equal, _restore_item(ref, 6, item),
+                     _restore_item(killed, 6, item))
+    assert checkpoint.read_meta(ref) == checkpoint.read_meta(killed)
+    assert read_metrics(ref) == read_metrics(killed)
 
 
 GRPO = ["--config.ppo.advantage=grpo", "--config.ppo.group_size=4", "--config.ppo.kl_in_loss=True",

@@ -21,6 +21,14 @@ def test_progress_prints_lines_when_not_a_terminal():
     assert re.match(r"sft 10/10 \(100%\) [\d.]+ steps/s ETA 0s loss=0.2", lines[1])
 
 
+def test_progress_names_metrics_in_full_where_their_last_parts_collide():
+    out = io.StringIO()
+    Progress(4, desc="ppo_seeds", stream=out).update(
+        1, {"seed0/ppo/kl": 0.5, "seed1/ppo/kl": 0.25, "seed0/ppo/reward": 1.0})
+    assert out.getvalue().split(" ETA ")[1].split()[1:] == [
+        "seed0/ppo/kl=0.5", "seed1/ppo/kl=0.25", "reward=1"]
+
+
 def test_ci_runs_the_readme_test_command():
     readme = open(os.path.join(ROOT, "README.md")).read()
     ci = open(os.path.join(ROOT, ".ci", "run")).read()

@@ -5,6 +5,7 @@ import pytest
 from configs import quickstart
 from configs.lab import eval as eval_cfg
 from configs.lab import ppo as ppo_cfg
+from configs.lab import ppo_seeds as ppo_seeds_cfg
 from configs.lab import recall as recall_cfg
 from configs.lab import reward as reward_cfg
 from configs.lab import sft as sft_cfg
@@ -16,8 +17,8 @@ from rlhf_jax.lab import corpus, datasets, protocol
 from rlhf_jax.lab.prompts import make_prompts
 from rlhf_jax.lab.world import build_world
 
-PHASES = {"sft": sft_cfg, "reward": reward_cfg, "ppo": ppo_cfg, "eval": eval_cfg,
-          "recall": recall_cfg}
+PHASES = {"sft": sft_cfg, "reward": reward_cfg, "ppo": ppo_cfg, "ppo_seeds": ppo_seeds_cfg,
+          "eval": eval_cfg, "recall": recall_cfg}
 
 
 def _sites(config):

@@ -41,6 +41,9 @@ SITES = {
                ("analysis.sampling", "temperature", "temperature")),
     "ppo": (("data", "prompt_len", "prompt_len"), ("ppo", "max_new_tokens", "max_new_tokens"),
             ("ppo", "temperature", "temperature")),
+    "ppo_seeds": (("data", "prompt_len", "prompt_len"),
+                  ("ppo", "max_new_tokens", "max_new_tokens"),
+                  ("ppo", "temperature", "temperature")),
     # DPO samples the reward phase's comparisons (when they are not cached) and the probes.
     "dpo": (("data", "prompt_len", "prompt_len"),
             ("data", "max_new_tokens", "max_new_tokens"),
