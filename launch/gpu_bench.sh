@@ -182,7 +182,7 @@ for preset, figure, a, b, better in rows:
 for key, r in sorted(ours.items()):
     for row in r.get("by_seeds", []):  # ppo_seeds: S seeds as one program
         print(f"{key[0]} {key[1]} S={row['seeds']}: {row['run_s']:.4g} s/iteration, "
-              f"{row['per_seed_s']:.4g} s per seed, {row['speedup']:.3g}x S one-seed iterations")
+              f"{row['per_seed_s']:.4g} s per seed, {row['speedup']:.3g}x one seed at a time")
     if "mfu" in r or "bandwidth_fraction" in r or "outside_fraction" in r:
         extra = {k: round(r[k], 4) for k in ("mfu", "bandwidth_fraction", "limit_ms_per_step",
                                              "outside_fraction") if k in r}
