@@ -7,7 +7,8 @@
 Everything is configs/lab/ppo.py's; ``seeds`` lists the seeds that run side by
 side as one program (seed s is the run configs/lab/ppo.py makes with
 ``--config.seed=s``). ``init_from`` and ``reward_from`` take one workdir for
-every seed or a comma-separated list of one per seed.
+every seed or a comma-separated list of one per seed. ``seed`` is not read:
+each seed of ``seeds`` is its own.
 """
 
 from configs.lab import ppo
