@@ -174,6 +174,29 @@ def _ppo_prompts(rng, cfg, batch: int, lo: int, hi: int) -> dict:
     return {"tokens": _tokens(rng, cfg.vocab_size, (batch, hi)) * mask, "mask": mask}
 
 
+def _ppo_trainer(config, mesh, rules):
+    """(model config, PPO trainer, replicated reward params) of the preset: the reward is a
+    random scalar model's score of the last token."""
+    cfg = models.ModelConfig.from_config(config.model)
+    rm_graphdef, rm_params = models.init_scalar(cfg, jax.random.key(config.seed + 2))
+
+    def reward_fn(params, tokens, mask):
+        per_token = models.scalar_forward(rm_graphdef, params, tokens, mask)  # [B, L]
+        return {"score": models.gather_last(per_token, mask)}
+
+    # EOS outside the vocabulary is never sampled: every response has max_new_tokens tokens.
+    trainer = ppo.make_ppo(config.model, config.ppo, _SCHEDULE_STEPS, mesh, rules, reward_fn,
+                           eos_id=cfg.vocab_size, pad_id=0)
+    return cfg, trainer, jax.device_put(rm_params, NamedSharding(mesh, PartitionSpec()))
+
+
+def _ppo_shapes(config) -> dict:
+    p = config.ppo
+    return {"batch": p.rollout_batch_size, "prompt_min": config.bench.ppo_prompt_min,
+            "prompt_max": config.bench.ppo_prompt_max, "response_len": p.max_new_tokens,
+            "epochs": p.num_epochs, "minibatches": p.num_minibatches}
+
+
 def measure_ppo_iteration(config, mesh, rules, env, rng) -> dict:
     """Rollout (sample + score, one jitted call) and update (the other), timed apart.
 
@@ -183,24 +206,14 @@ def measure_ppo_iteration(config, mesh, rules, env, rng) -> dict:
     in the iteration (drawing prompts, host-to-device copy, dispatch) is
     ``outside_s``.
     """
-    cfg = models.ModelConfig.from_config(config.model)
+    cfg, trainer, rm_params = _ppo_trainer(config, mesh, rules)
     ppo_cfg = config.ppo
     b = ppo_cfg.rollout_batch_size
     lo, hi = config.bench.ppo_prompt_min, config.bench.ppo_prompt_max
-    rm_graphdef, rm_params = models.init_scalar(cfg, jax.random.key(config.seed + 2))
-
-    def reward_fn(params, tokens, mask):
-        per_token = models.scalar_forward(rm_graphdef, params, tokens, mask)  # [B, L]
-        return {"score": models.gather_last(per_token, mask)}
-
-    # EOS outside the vocabulary is never sampled: every response has max_new_tokens tokens.
-    trainer = ppo.make_ppo(config.model, ppo_cfg, _SCHEDULE_STEPS, mesh, rules, reward_fn,
-                           eos_id=cfg.vocab_size, pad_id=0)
     _, policy = models.init(cfg, jax.random.key(config.seed))
     state = trainer.init_state(policy, ppo.value_params_from_lm(config.model, policy),
                                jax.random.key(config.seed + 3))
     ref = jax.device_put(policy, trainer.state_shardings["policy"])
-    rm_params = jax.device_put(rm_params, NamedSharding(mesh, PartitionSpec()))
     batch_sh = sharding.batch_sharding(mesh)
 
     def one_iteration(state):
@@ -241,11 +254,8 @@ def measure_ppo_iteration(config, mesh, rules, env, rng) -> dict:
         pipelined.append(time.perf_counter() - start)
     timing = {"compile_s": compile_s, "run_s": median["wall_s"],
               "all_s": [r["wall_s"] for r in rows]}
-    shapes = {"batch": b, "prompt_min": lo, "prompt_max": hi,
-              "response_len": ppo_cfg.max_new_tokens, "epochs": ppo_cfg.num_epochs,
-              "minibatches": ppo_cfg.num_minibatches}
     return _record(
-        config, env, "ppo_iteration", shapes, timing,
+        config, env, "ppo_iteration", _ppo_shapes(config), timing,
         rollout_s=median["rollout_s"],
         update_s=median["update_s"],
         outside_s=median["outside_s"],
@@ -289,36 +299,21 @@ def measure_ppo_seeds(config, mesh, rules, env, rng) -> dict:
     its end); ``per_seed_s`` divides it by S, and ``speedup`` is S one-seed iterations'
     time over one S-seed iteration's (the first S's ``run_s`` x S / this ``run_s``).
     """
-    cfg = models.ModelConfig.from_config(config.model)
-    ppo_cfg = config.ppo
-    b = ppo_cfg.rollout_batch_size
-    lo, hi = config.bench.ppo_prompt_min, config.bench.ppo_prompt_max
     counts = [int(c) for c in str(config.bench.seed_counts).split(",") if c.strip()]
     if not counts or min(counts) < 1:
         raise ValueError(f"bench.seed_counts={config.bench.seed_counts!r}: expected positive "
                          "integers, comma-separated")
-    rm_graphdef, rm_params = models.init_scalar(cfg, jax.random.key(config.seed + 2))
-
-    def reward_fn(params, tokens, mask):
-        per_token = models.scalar_forward(rm_graphdef, params, tokens, mask)
-        return {"score": models.gather_last(per_token, mask)}
-
-    trainer = ppo.make_ppo(config.model, ppo_cfg, _SCHEDULE_STEPS, mesh, rules, reward_fn,
-                           eos_id=cfg.vocab_size, pad_id=0)
-    rm_params = jax.device_put(rm_params, NamedSharding(mesh, PartitionSpec()))
+    cfg, trainer, rm_params = _ppo_trainer(config, mesh, rules)
     per_count = [_time_seeds(config, trainer, cfg, rm_params, mesh, rng, count)
                  for count in counts]
     base = per_count[0]["run_s"] / per_count[0]["seeds"]
+    all_s = [row.pop("all_s") for row in per_count]
     for row in per_count:
         row["speedup"] = base * row["seeds"] / row["run_s"]
     last = per_count[-1]
     timing = {"compile_s": sum(r["compile_s"] for r in per_count), "run_s": last["run_s"],
-              "all_s": last.pop("all_s")}
-    for row in per_count:
-        row.pop("all_s", None)
-    shapes = {"batch": b, "prompt_min": lo, "prompt_max": hi,
-              "response_len": ppo_cfg.max_new_tokens, "epochs": ppo_cfg.num_epochs,
-              "minibatches": ppo_cfg.num_minibatches, "seed_counts": counts}
+              "all_s": all_s[-1]}
+    shapes = {**_ppo_shapes(config), "seed_counts": counts}
     return _record(config, env, "ppo_seeds", shapes, timing, by_seeds=per_count,
                    per_seed_s=last["per_seed_s"], speedup=last["speedup"])
 

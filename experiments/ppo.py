@@ -46,6 +46,26 @@ def reward_fn_for(graphdef):
     return reward_fn
 
 
+def initial_value(config, trainer, sft, rm):
+    """The value model's initial params (``config.value_from``), or None without one."""
+    if trainer.value_graphdef is None:  # RLOO, GRPO: no value model
+        return None
+    if config.value_from == "reward":
+        return ppo.value_params_from_reward(rm["params"])
+    if config.value_from == "sft":
+        return ppo.value_params_from_lm(config.model, sft)
+    raise ValueError(f"config.value_from={config.value_from!r}; expected 'reward' or 'sft'")
+
+
+def training_prompts(config, workdir, tok):
+    """(the prompt set, its training prompts left padded to ``config.data.prompt_len``)."""
+    prompt_set = prompt_data.load_prompts(config, workdir, tok)
+    plen = config.data.prompt_len
+    ids = [tok.chat.prompt_ids(turns) for turns in prompt_set.train]
+    ledger.record_prompts("training prompts", (len(p) for p in ids), plen)
+    return prompt_set, batching.left_pad_prompts(ids, plen, tok.pad_id, truncate=True)
+
+
 def run(config, workdir):
     mesh, rules = runtime.mesh_and_rules(config)
     if not config.init_from or not config.reward_from:
@@ -59,23 +79,11 @@ def run(config, workdir):
                            vocab_limit=tok.vocab_size)
 
     def init():
-        if trainer.value_graphdef is None:  # RLOO, GRPO: no value model
-            return trainer.init_state(sft, None, runtime.seed_key(config, "ppo"))
-        if config.value_from == "reward":
-            value = ppo.value_params_from_reward(rm["params"])
-        elif config.value_from == "sft":
-            value = ppo.value_params_from_lm(config.model, sft)
-        else:
-            raise ValueError(f"config.value_from={config.value_from!r}; expected 'reward' or "
-                             "'sft'")
-        return trainer.init_state(sft, value, runtime.seed_key(config, "ppo"))
+        return trainer.init_state(sft, initial_value(config, trainer, sft, rm),
+                                  runtime.seed_key(config, "ppo"))
 
-    prompt_set = prompt_data.load_prompts(config, workdir, tok)
+    prompt_set, prompts = training_prompts(config, workdir, tok)
     train_texts = prompt_set.train
-    plen = config.data.prompt_len
-    ids = [tok.chat.prompt_ids(turns) for turns in train_texts]
-    ledger.record_prompts("training prompts", (len(p) for p in ids), plen)
-    prompts = batching.left_pad_prompts(ids, plen, tok.pad_id, truncate=True)
     group = trainer.settings.group_size  # each prompt of a rollout is sampled `group` times
     print(f"ppo: {len(train_texts)} training prompts, {len(prompt_set.held_out)} held out",
           flush=True)

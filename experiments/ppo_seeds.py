@@ -26,9 +26,14 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from experiments.ppo import SAMPLES_FILE, evaluate, reward_fn_for
-from rlhf_jax import ledger, runtime
-from rlhf_jax.data import batching, prompt_data
+from experiments.ppo import (
+    SAMPLES_FILE,
+    evaluate,
+    initial_value,
+    reward_fn_for,
+    training_prompts,
+)
+from rlhf_jax import runtime
 from rlhf_jax.data.iterator import BatchIterator
 from rlhf_jax.train import lm, phase, ppo, reward, seeds
 
@@ -93,23 +98,11 @@ def run(config, workdir):
 
     def init():
         policies = per_seed(sfts)
-        rngs = [runtime.seed_key(c, "ppo") for c in configs]
-        if trainer.value_graphdef is None:  # RLOO, GRPO: no value model
-            return seeded.init_state(policies, None, rngs)
-        if config.value_from == "reward":
-            values = [ppo.value_params_from_reward(rm["params"]) for rm in per_seed(rms)]
-        elif config.value_from == "sft":
-            values = [ppo.value_params_from_lm(config.model, p) for p in policies]
-        else:
-            raise ValueError(f"config.value_from={config.value_from!r}; expected 'reward' or "
-                             "'sft'")
-        return seeded.init_state(policies, values, rngs)
+        values = [initial_value(config, trainer, p, rm) for p, rm in zip(policies, per_seed(rms))]
+        return seeded.init_state(policies, None if values[0] is None else values,
+                                 [runtime.seed_key(c, "ppo") for c in configs])
 
-    prompt_set = prompt_data.load_prompts(config, workdir, tok)
-    plen = config.data.prompt_len
-    ids = [tok.chat.prompt_ids(turns) for turns in prompt_set.train]
-    ledger.record_prompts("training prompts", (len(p) for p in ids), plen)
-    prompts = batching.left_pad_prompts(ids, plen, tok.pad_id, truncate=True)
+    prompt_set, prompts = training_prompts(config, workdir, tok)
     group = trainer.settings.group_size
     print(f"ppo_seeds: seeds {seed_list}, {len(prompt_set.train)} training prompts, "
           f"{len(prompt_set.held_out)} held out", flush=True)

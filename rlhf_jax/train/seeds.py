@@ -5,8 +5,9 @@ data), so S runs that differ only in their seeds (RNG, data order, initial or
 upstream parameters) can be one program: :func:`over_seeds` wraps a step in
 ``jax.vmap`` and ``jax.jit``, and the state's every leaf gains a leading axis
 of size S. On an accelerator, where a lab-sized model leaves most of the chip
-idle, S seeds cost about what one does; on a CPU the gain is what larger
-matrix products buy (``experiments/benchmark.py``, BENCHMARKS.md).
+idle, that is where S seeds should cost little more than one; on a 2-core CPU,
+which one seed already fills, it saves nothing (BENCHMARKS.md, "Seeds as a
+batch axis"; ``experiments/benchmark.py``'s ``ppo_seeds``).
 
 The seed axis is never sharded: a leaf laid out as ``PartitionSpec(*spec)``
 for one run is ``PartitionSpec(None, *spec)`` stacked (:func:`stacked_shardings`),
